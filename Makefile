@@ -1,0 +1,51 @@
+# Vane: two commands from a fresh clone.
+#   make demo   the main job: a federated run on the built-in synthetic population
+#   make test   the test suite
+# Each creates the pinned .venv on first use, and again only when the pins change.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp
+LITE   := .venv-tflite
+LITE_STAMP := $(LITE)/.stamp
+
+.PHONY: demo test test-fast test-tflite-runtime bench lint typecheck clean
+
+$(STAMP): pyproject.toml constraints.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+# A second, small venv proving the client runs on tflite-runtime (numpy<2).
+$(LITE_STAMP): constraints-tflite.txt
+	rm -rf $(LITE)
+	$(PYTHON) -m venv $(LITE)
+	$(LITE)/bin/python -m pip install --quiet -r constraints-tflite.txt
+	touch $(LITE_STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vane demo
+
+test: $(STAMP) $(LITE_STAMP)
+	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-tflite-runtime
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-tflite-runtime: $(LITE_STAMP)
+	VANE_RUNTIME=tflite-runtime PYTHONPATH=$(CURDIR)/.lite-path $(LITE)/bin/python tests/run_tflite_runtime.py
+
+bench: $(STAMP)
+	$(VENV)/bin/vane sim bench model
+	$(VENV)/bin/vane sim bench client
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check client server shared simulations tests
+	$(VENV)/bin/mypy client server shared simulations
+
+clean:
+	rm -rf $(VENV) $(LITE) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The on-device SDK. Never imports TensorFlow."""

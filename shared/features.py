@@ -1,0 +1,198 @@
+"""Turning events into the integer arrays the model reads, and into training targets.
+
+Per event the model reads five inputs:
+
+- ``cats``: up to ``max_categories_per_event`` taxonomy indices **plus one**
+  (0 is padding, 1 is ``other``);
+- ``item``: the hashed item id;
+- ``tokens``: up to ``tokens_per_title`` hashed title tokens;
+- ``gap``: the log-scale time-gap bucket since the previous event;
+- ``kind``: the index of the event kind in :data:`KINDS` plus one.
+
+The training targets at position *t* describe what follows event *t*: the
+next event's categories as a distribution (``interest``) and which categories
+occur in the next ``intensity_horizon`` events (``intensity``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from vane.shared.events import KINDS, Event
+from vane.shared.hashing import item_bucket, token_buckets
+from vane.shared.spec import ModelSpec
+from vane.shared.taxonomy import Taxonomy
+from vane.shared.timegap import gap_bucket
+
+_KIND_INDEX = {kind: i + 1 for i, kind in enumerate(KINDS)}
+
+
+@dataclass
+class Features:
+    """Model inputs for N events in time order; every array has N rows."""
+
+    cats: np.ndarray  # (N, K) int32
+    item: np.ndarray  # (N,) int32
+    tokens: np.ndarray  # (N, L) int32
+    gap: np.ndarray  # (N,) int32
+    kind: np.ndarray  # (N,) int32
+
+    def __len__(self) -> int:
+        return int(self.item.shape[0])
+
+    def rows(self, start: int, stop: int) -> "Features":
+        return Features(
+            self.cats[start:stop], self.item[start:stop], self.tokens[start:stop], self.gap[start:stop], self.kind[start:stop]
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence["Features"]) -> "Features":
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("cats", "item", "tokens", "gap", "kind")))
+
+
+class Featurizer:
+    """Featurises events for one ModelSpec and Taxonomy."""
+
+    def __init__(self, spec: ModelSpec, taxonomy: Taxonomy) -> None:
+        if len(taxonomy) != spec.num_categories:
+            from vane.shared.errors import SpecMismatchError
+
+            raise SpecMismatchError(
+                f"taxonomy has {len(taxonomy)} categories but the model spec has num_categories="
+                f"{spec.num_categories}; build the spec from this taxonomy"
+            )
+        self.spec = spec
+        self.taxonomy = taxonomy
+
+    def category_indices(self, event: Event) -> list[int]:
+        """Distinct taxonomy indices of the event's categories (``other`` = 0)."""
+        return self.taxonomy.indices(event.categories)
+
+    def encode(self, events: Sequence[Event], previous_time: float | None = None) -> Features:
+        """Features of ``events``; ``previous_time`` is the Unix time of the event before the first."""
+        spec = self.spec
+        n = len(events)
+        cats = np.zeros((n, spec.max_categories_per_event), dtype=np.int32)
+        item = np.zeros(n, dtype=np.int32)
+        tokens = np.zeros((n, spec.tokens_per_title), dtype=np.int32)
+        gap = np.zeros(n, dtype=np.int32)
+        kind = np.zeros(n, dtype=np.int32)
+        prev = previous_time
+        for i, event in enumerate(events):
+            idx = self.category_indices(event)[: spec.max_categories_per_event]
+            cats[i, : len(idx)] = np.asarray(idx, dtype=np.int32) + 1
+            item[i] = item_bucket(event.item_id, spec.item_buckets)
+            tokens[i] = token_buckets(event.title, spec.token_buckets, spec.tokens_per_title)
+            now = event.unix_time
+            gap[i] = gap_bucket(None if prev is None else now - prev, spec.gap_buckets)
+            kind[i] = _KIND_INDEX.get(event.kind, _KIND_INDEX["other"])
+            prev = now
+        return Features(cats, item, tokens, gap, kind)
+
+    def category_matrix(self, events: Sequence[Event]) -> np.ndarray:
+        """(N, C) float32: each row spreads 1 evenly over the event's categories."""
+        out = np.zeros((len(events), self.spec.num_categories), dtype=np.float32)
+        for i, event in enumerate(events):
+            idx = self.category_indices(event)
+            out[i, idx] = 1.0 / len(idx)
+        return out
+
+    def targets(self, events: Sequence[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Training targets after each event.
+
+        Returns
+        -------
+        interest : (N, C) float32
+            Row t is the category distribution of event t+1 (zeros for the last).
+        intensity : (N, C) float32
+            Row t is 1 where a category occurs in events t+1 .. t+H.
+        valid : (N,) float32
+            1 where event t has a successor, else 0.
+        """
+        onehot = self.category_matrix(events)
+        n, h = len(events), self.spec.intensity_horizon
+        interest = np.zeros_like(onehot)
+        intensity = np.zeros_like(onehot)
+        valid = np.zeros(n, dtype=np.float32)
+        if n > 1:
+            interest[:-1] = onehot[1:]
+            valid[:-1] = 1.0
+            present = (onehot > 0).astype(np.float32)
+            # cumulative sums let each row take the max over its next h rows
+            csum = np.vstack([np.zeros((1, present.shape[1]), np.float32), np.cumsum(present, axis=0)])
+            for t in range(n - 1):
+                stop = min(n, t + 1 + h)
+                intensity[t] = (csum[stop] - csum[t + 1]) > 0
+        return interest, intensity, valid
+
+
+@dataclass
+class TrainingBatch:
+    """One static-shape batch for the ``train`` signature.
+
+    Rows are windows of ``window`` events. ``weight`` is 0 on padding rows and
+    positions, so they contribute nothing to the loss or the gradients.
+    """
+
+    features: Features  # arrays shaped (B, T, ...)
+    h0: np.ndarray  # (B, U) float32
+    c0: np.ndarray  # (B, U) float32
+    interest: np.ndarray  # (B, T, C) float32
+    intensity: np.ndarray  # (B, T, C) float32
+    weight: np.ndarray  # (B, T) float32
+
+    @property
+    def num_examples(self) -> int:
+        return int(np.count_nonzero(self.weight))
+
+
+def make_windows(
+    features: Features,
+    interest: np.ndarray,
+    intensity: np.ndarray,
+    valid: np.ndarray,
+    window: int,
+) -> tuple[Features, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut one user's sequence into consecutive windows of ``window`` events.
+
+    The last window is zero-padded (weight 0). Returns features shaped
+    ``(W, T, ...)``, targets ``(W, T, C)`` and weights ``(W, T)``.
+    """
+    n = len(features)
+    w = max(1, -(-n // window))
+    pad = w * window - n
+
+    def shape(a: np.ndarray) -> np.ndarray:
+        padded = np.concatenate([a, np.zeros((pad,) + a.shape[1:], dtype=a.dtype)]) if pad else a
+        return padded.reshape((w, window) + a.shape[1:])
+
+    f = Features(*(shape(getattr(features, k)) for k in ("cats", "item", "tokens", "gap", "kind")))
+    return f, shape(interest), shape(intensity), shape(valid)
+
+
+def pad_batch(
+    features: Features,
+    interest: np.ndarray,
+    intensity: np.ndarray,
+    weight: np.ndarray,
+    batch: int,
+    units: int,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+) -> TrainingBatch:
+    """Pad up to ``batch`` windows with zero-weight rows."""
+    rows = len(features)
+    if rows > batch:
+        raise ValueError(f"{rows} windows do not fit a batch of {batch}")
+    pad = batch - rows
+
+    def fill(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, np.zeros((pad,) + a.shape[1:], dtype=a.dtype)]) if pad else a
+
+    h = np.zeros((rows, units), np.float32) if h0 is None else h0
+    c = np.zeros((rows, units), np.float32) if c0 is None else c0
+    f = Features(*(fill(getattr(features, k)) for k in ("cats", "item", "tokens", "gap", "kind")))
+    return TrainingBatch(f, fill(h), fill(c), fill(interest), fill(intensity), fill(weight).astype(np.float32))

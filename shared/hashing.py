@@ -1,0 +1,43 @@
+"""Stable feature hashing of item ids and title tokens.
+
+Uses BLAKE2b, so a value hashes to the same bucket in every process and on
+every platform (Python's ``hash()`` is salted per process). Bucket 0 is kept
+for padding; real values land in ``1 .. buckets-1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+_TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def stable_hash(value: str, buckets: int, salt: bytes = b"") -> int:
+    """Hash ``value`` into ``1 .. buckets-1``; 0 is the padding bucket."""
+    if buckets < 2:
+        raise ValueError(f"buckets is {buckets}; expected at least 2")
+    digest = hashlib.blake2b(value.encode("utf-8"), digest_size=8, person=b"vane.hash", salt=salt[:16]).digest()
+    return 1 + int.from_bytes(digest, "little") % (buckets - 1)
+
+
+def item_bucket(item_id: str, buckets: int) -> int:
+    """The hashed bucket of an item id."""
+    return stable_hash(item_id, buckets, salt=b"item")
+
+
+def tokenize(title: str | None) -> list[str]:
+    """Lower-cased word tokens of a title (Unicode letters and digits)."""
+    if not title:
+        return []
+    return _TOKEN_RE.findall(title.lower())
+
+
+def token_buckets(title: str | None, buckets: int, length: int) -> np.ndarray:
+    """Up to ``length`` hashed title tokens, zero-padded, as int32."""
+    out = np.zeros(length, dtype=np.int32)
+    for i, token in enumerate(tokenize(title)[:length]):
+        out[i] = stable_hash(token, buckets, salt=b"token")
+    return out

@@ -1,0 +1,128 @@
+"""Model hyperparameters that the server, the client and the weights agree on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from vane.shared.errors import SpecError
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that fixes the model's shapes and its training rule.
+
+    Parameters
+    ----------
+    num_categories : int, default 64
+        Size of the taxonomy, ``other`` included. Both heads have this width.
+    item_buckets : int, default 2048
+        Hash buckets for item ids (bucket 0 is padding).
+    token_buckets : int, default 1024
+        Hash buckets for title tokens (bucket 0 is padding).
+    tokens_per_title : int, default 8
+        Title tokens kept per event (L).
+    max_categories_per_event : int, default 4
+        Categories kept per event; their embeddings are averaged.
+    gap_buckets : int, default 24
+        Log-scale time-gap buckets.
+    window : int, default 16
+        Events per training window (T).
+    lstm_units : int, default 64
+    category_dim, item_dim, token_dim, gap_dim, kind_dim : int
+        Embedding widths.
+    intensity_horizon : int, default 5
+        The intensity head predicts which categories occur in the next this-many events.
+    intensity_weight : float, default 0.5
+        Weight of the intensity loss against the next-interest loss.
+    batch : int, default 32
+        The static training batch of the ``train`` signature.
+    optimizer : {"adam", "sgd"}, default "adam"
+    learning_rate : float, default 0.003
+        The default; ``train`` also takes it as an input.
+    seed : int, default 0
+        Initialisation seed.
+    """
+
+    num_categories: int = 64
+    item_buckets: int = 2048
+    token_buckets: int = 1024
+    tokens_per_title: int = 8
+    max_categories_per_event: int = 4
+    gap_buckets: int = 24
+    window: int = 16
+    lstm_units: int = 64
+    category_dim: int = 16
+    item_dim: int = 32
+    token_dim: int = 16
+    gap_dim: int = 4
+    kind_dim: int = 4
+    intensity_horizon: int = 5
+    intensity_weight: float = 0.5
+    batch: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 0.003
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise SpecError(f"ModelSpec.{f.name} is {value!r}; expected an integer")
+                lower = 0 if f.name == "seed" else (2 if f.name.endswith("buckets") or f.name == "num_categories" else 1)
+                if value < lower:
+                    raise SpecError(f"ModelSpec.{f.name} is {value!r}; expected an integer >= {lower}")
+        if self.optimizer not in OPTIMIZERS:
+            raise SpecError(f"ModelSpec.optimizer is {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        for name in ("learning_rate", "intensity_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0) or value == float("inf"):
+                raise SpecError(f"ModelSpec.{name} is {value!r}; expected a finite number >= 0")
+        if self.learning_rate == 0:
+            raise SpecError("ModelSpec.learning_rate is 0; expected a positive number")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+        if not isinstance(data, Mapping):
+            raise SpecError(f"a ModelSpec must be a mapping of fields; got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown ModelSpec field {unknown[0]!r}; known fields: {', '.join(sorted(known))}")
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:
+            raise SpecError(f"bad ModelSpec: {exc}") from None
+
+    @property
+    def hash(self) -> str:
+        """A 16-hex-digit hash of every field, identical on every machine."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def input_dim(self) -> int:
+        return self.category_dim + self.item_dim + self.token_dim + self.gap_dim + self.kind_dim
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelSpec":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SpecError(f"spec file {str(path)!r} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"spec file {str(path)!r} is not readable JSON: {exc}") from None
+        return cls.from_dict(data)
