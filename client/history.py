@@ -49,12 +49,12 @@ Skip rules
 Each visit is skipped for the first reason that applies, and counted under that
 reason in :attr:`ImportSummary.skipped`:
 
-``invalid_url``
-    The URL is missing, empty, has no scheme, or is http(s) without a host or
-    with a malformed port.
 ``invalid_time``
     The visit time is zero, negative or out of range (counted only when
     ``since`` is None, because such a visit cannot be placed relative to it).
+``invalid_url``
+    The URL is missing, empty, has no scheme, or is http(s) without a host or
+    with a malformed port.
 ``internal``
     Any scheme other than ``http``/``https`` (``chrome:``, ``about:``,
     ``file:``, ``data:``, ``javascript:``, ``view-source:``, ``blob:``,
@@ -110,7 +110,7 @@ RELOAD_WINDOW = timedelta(seconds=1)
 PROGRESS_EVERY = 500
 #: Every reason :attr:`ImportSummary.skipped` may hold, in the order the rules are tried.
 SKIP_REASONS: tuple[str, ...] = (
-    "invalid_url", "invalid_time", "internal", "redirect", "subframe", "download", "failed_load", "reload",
+    "invalid_time", "invalid_url", "internal", "redirect", "subframe", "download", "failed_load", "reload",
 )
 
 _REQUIRED_TABLES: dict[str, tuple[str, str]] = {
