@@ -23,7 +23,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-
 from vane.shared.errors import ConfigError
 from vane.shared.events import OTHER, Event
 from vane.simulations.metrics import DEFAULT_KS, RankingAccumulator

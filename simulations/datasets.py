@@ -18,7 +18,7 @@ import csv
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ TAOBAO_KINDS: dict[str, str] = {"pv": "click", "cart": "cart", "fav": "favorite"
 
 #: The official Taobao window, 2017-11-25 .. 2017-12-03 in Beijing time (UTC+8), as UTC seconds [start, end).
 TAOBAO_WINDOW: tuple[float, float] = (
-    datetime(2017, 11, 24, 16, tzinfo=timezone.utc).timestamp(),
-    datetime(2017, 12, 3, 16, tzinfo=timezone.utc).timestamp(),
+    datetime(2017, 11, 24, 16, tzinfo=UTC).timestamp(),
+    datetime(2017, 12, 3, 16, tzinfo=UTC).timestamp(),
 )
 
 MOVIELENS_NO_GENRES = "(no genres listed)"

@@ -20,7 +20,6 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import numpy as np
-
 from vane.shared.events import OTHER
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
