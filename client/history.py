@@ -456,15 +456,31 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _read_chrome(con: sqlite3.Connection) -> list[_Visit]:
-    visits, urls = _columns(con, "visits"), _columns(con, "urls")
+def _select_visits(
+    con: sqlite3.Connection, tables: tuple[str, str], page_fk: str, time_col: str, extras: dict[str, str]
+) -> list[tuple[Any, ...]]:
+    """Rows of (visit id, page id, url, title, raw time, *extras), oldest first.
+
+    ``extras`` maps optional visit columns to the SQL default used when the schema lacks them. The title comes
+    from the visit row when it has one (Safari), else from the page row.
+    """
+    pages_table, visits_table = tables
+    visit_cols, page_cols = _columns(con, visits_table), _columns(con, pages_table)
+    title = _optional(visit_cols, "v", "title", _optional(page_cols, "p", "title"))
+    extra_sql = "".join(f", {_optional(visit_cols, 'v', name, default)}" for name, default in extras.items())
     sql = (
-        f"SELECT v.id, v.url, u.url, {_optional(urls, 'u', 'title')}, v.visit_time, "
-        f"{_optional(visits, 'v', 'transition', str(CHROME_CHAIN_END))}, {_optional(visits, 'v', 'visit_duration')} "
-        "FROM visits v LEFT JOIN urls u ON u.id = v.url ORDER BY v.visit_time, v.id"
+        f"SELECT v.id, v.{page_fk}, p.url, {title}, v.{time_col}{extra_sql} "
+        f"FROM {visits_table} v LEFT JOIN {pages_table} p ON p.id = v.{page_fk} ORDER BY v.{time_col}, v.id"
     )
+    return con.execute(sql).fetchall()
+
+
+def _read_chrome(con: sqlite3.Connection) -> list[_Visit]:
+    extras = {"transition": str(CHROME_CHAIN_END), "visit_duration": "NULL"}
     out = []
-    for vid, page, url, title, raw_time, transition, duration in con.execute(sql):
+    for vid, page, url, title, raw_time, transition, duration in _select_visits(
+        con, _REQUIRED_TABLES["chrome"], "url", "visit_time", extras
+    ):
         transition = int(transition or 0)
         core = transition & CHROME_CORE_MASK
         skip = None
@@ -473,19 +489,14 @@ def _read_chrome(con: sqlite3.Connection) -> list[_Visit]:
         elif core == CHROME_AUTO_SUBFRAME:
             skip = "subframe"
         dwell = duration / 1e6 if isinstance(duration, (int, float)) and duration > 0 else None
-        out.append(_Visit(vid, page, _text(url), _text(title), _to_datetime("chrome", raw_time),
-                          _CHROME_KINDS.get(core, "view"), skip, dwell))
+        when = _to_datetime("chrome", raw_time)
+        out.append(_Visit(vid, page, _text(url), _text(title), when, _CHROME_KINDS.get(core, "view"), skip, dwell))
     return out
 
 
 def _read_firefox(con: sqlite3.Connection) -> list[_Visit]:
-    visits, places = _columns(con, "moz_historyvisits"), _columns(con, "moz_places")
-    sql = (
-        f"SELECT v.id, v.place_id, p.url, {_optional(places, 'p', 'title')}, v.visit_date, "
-        f"{_optional(visits, 'v', 'visit_type', '1')}, {_optional(visits, 'v', 'from_visit')} "
-        "FROM moz_historyvisits v LEFT JOIN moz_places p ON p.id = v.place_id ORDER BY v.visit_date, v.id"
-    )
-    rows = con.execute(sql).fetchall()
+    extras = {"visit_type": "1", "from_visit": "NULL"}
+    rows = _select_visits(con, _REQUIRED_TABLES["firefox"], "place_id", "visit_date", extras)
     types = {row[0]: row[5] for row in rows}
     redirect_sources = {row[6] for row in rows if row[5] in FIREFOX_REDIRECTS}
     out = []
@@ -501,17 +512,13 @@ def _read_firefox(con: sqlite3.Connection) -> list[_Visit]:
 
 
 def _read_safari(con: sqlite3.Connection) -> list[_Visit]:
-    visits, items = _columns(con, "history_visits"), _columns(con, "history_items")
-    title = _optional(visits, "v", "title", _optional(items, "i", "title"))
-    sql = (
-        f"SELECT v.id, v.history_item, i.url, {title}, v.visit_time, "
-        f"{_optional(visits, 'v', 'redirect_destination')}, {_optional(visits, 'v', 'load_successful', '1')} "
-        "FROM history_visits v LEFT JOIN history_items i ON i.id = v.history_item ORDER BY v.visit_time, v.id"
-    )
+    extras = {"redirect_destination": "NULL", "load_successful": "1"}
     out = []
-    for vid, page, url, page_title, raw_time, redirect_destination, load_successful in con.execute(sql):
+    for vid, page, url, title, raw_time, redirect_destination, load_successful in _select_visits(
+        con, _REQUIRED_TABLES["safari"], "history_item", "visit_time", extras
+    ):
         skip = "redirect" if redirect_destination is not None else ("failed_load" if load_successful == 0 else None)
-        out.append(_Visit(vid, page, _text(url), _text(page_title), _to_datetime("safari", raw_time), "view", skip))
+        out.append(_Visit(vid, page, _text(url), _text(title), _to_datetime("safari", raw_time), "view", skip))
     return out
 
 

@@ -547,3 +547,25 @@ def test_malformed_rules_file_raises_naming_the_file(content: str, message: str,
     with pytest.raises(ConfigError, match=message) as info:
         load_rules(user)
     assert str(user) in str(info.value)
+
+
+def test_firefox_redirect_source_is_skipped_and_landing_inherits_its_kind(tmp_path: Path) -> None:
+    path = tmp_path / "places.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE moz_places(id INTEGER PRIMARY KEY, url LONGVARCHAR)")
+    con.execute(
+        "CREATE TABLE moz_historyvisits(id INTEGER PRIMARY KEY, from_visit INTEGER, place_id INTEGER, "
+        "visit_date INTEGER, visit_type INTEGER)"
+    )
+    urls = ["http://a.com/", "https://www.a.com/", "https://ads.b.com/", "https://c.com/file.zip"]
+    con.executemany("INSERT INTO moz_places(id, url) VALUES (?, ?)", enumerate(urls, start=1))
+    t = 1_700_000_000_000_000
+    visits = [(1, 0, 1, t, 2), (2, 1, 2, t + 1, 5), (3, 0, 3, t + 10**7, 4), (4, 0, 4, t + 2 * 10**7, 7)]
+    con.executemany("INSERT INTO moz_historyvisits VALUES (?, ?, ?, ?, ?)", visits)
+    con.commit()
+    con.close()
+
+    batch = read_history(path)
+
+    assert batch.summary.skipped == {"redirect": 1, "subframe": 1, "download": 1}
+    assert [(e.item_id, e.kind) for e in batch.events] == [("https://www.a.com/", "typed")]
