@@ -56,20 +56,20 @@ class ShiftDetector:
 
     Parameters
     ----------
-    short_half_life : float, default 10
+    short_half_life : float, default 8
         Events after which the short memory's weight of an event halves.
-    long_half_life : float, default 80
+    long_half_life : float, default 60
         The same for the long memory.
-    enter, exit : float, default 0.35 and 0.15
+    enter, exit : float, default 0.2 and 0.08
         JS divergence (bits) that opens a shift, and below which the next may open.
     warmup : int, default 30
         Events before the first shift can be reported.
     """
 
-    short_half_life: float = 10.0
-    long_half_life: float = 80.0
-    enter: float = 0.35
-    exit: float = 0.15
+    short_half_life: float = 8.0
+    long_half_life: float = 60.0
+    enter: float = 0.2
+    exit: float = 0.08
     warmup: int = 30
     short: dict[str, float] = field(default_factory=dict)
     long: dict[str, float] = field(default_factory=dict)
