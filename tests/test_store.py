@@ -496,21 +496,26 @@ def test_export_returns_and_writes_the_users_data_owner_only(tmp_path: Path) -> 
 
 
 def _run_writer_and_kill(db: Path, key_file: Path, first: int, delay: float) -> list[tuple[int, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, str(WRITER), str(db), str(key_file), str(first)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    err_path = db.with_name("writer.err")
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(WRITER), str(db), str(key_file), str(first)],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )
     try:
         assert proc.stdout is not None
         ready = proc.stdout.readline()
-        assert ready == "ready\n", proc.stderr.read() if proc.stderr else ready
+        assert ready == "ready\n", err_path.read_text()
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=10)
+        out = proc.stdout.read()  # everything the writer acknowledged before it died
+        proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     acked = []
     for line in out.splitlines():
