@@ -1,7 +1,170 @@
-"""``vane client …``: commands for a person inspecting their own device."""
+"""``vane client …``: commands for a person inspecting their own device.
+
+Every command takes ``--store`` (the encrypted store file) and a key source:
+``--key-file`` (default: the store path with ``.key`` appended) or the
+passphrase in the environment variable named by ``--passphrase-env``.
+Each has a ``--json`` form for scripts.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 client_app = typer.Typer(no_args_is_help=True)
+out = Console()
+
+StoreOpt = Annotated[Path, typer.Option("--store", help="The encrypted store file.", dir_okay=False)]
+KeyOpt = Annotated[Optional[Path], typer.Option("--key-file", help="Key file (default: STORE.key).", dir_okay=False)]
+PassOpt = Annotated[
+    Optional[str], typer.Option("--passphrase-env", help="Name of an environment variable holding the passphrase.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _open(store: Path, key_file: Path | None, passphrase_env: str | None, must_exist: bool = True) -> Any:
+    from vane.client.tracker import InterestTracker
+
+    if must_exist and not store.exists():
+        raise typer.BadParameter(f"store {str(store)!r} does not exist", param_hint="--store")
+    if passphrase_env is not None:
+        passphrase = os.environ.get(passphrase_env)
+        if not passphrase:
+            raise typer.BadParameter(f"environment variable {passphrase_env!r} is unset or empty",
+                                     param_hint="--passphrase-env")
+        return InterestTracker.open(store, passphrase=passphrase)
+    return InterestTracker.open(store, key_file=key_file or store.with_name(store.name + ".key"))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=1, default=str))
+
+
+@client_app.command()
+def profile(store: StoreOpt, key_file: KeyOpt = None, passphrase_env: PassOpt = None, as_json: JsonOpt = False,
+            top: Annotated[int, typer.Option(min=1, max=100, help="How many categories.")] = 5) -> None:
+    """Show the interest profile, the predictions and the detected shifts."""
+    with _open(store, key_file, passphrase_env) as tracker:
+        interests, prediction, shifts = tracker.interests(top), tracker.predict(top), tracker.shifts()
+    if as_json:
+        _print_json({"interests": interests.to_dict(), "prediction": prediction.to_dict(),
+                     "shifts": [s.to_dict() for s in shifts]})
+        return
+    table = Table(title=f"Interests now ({interests.source}, {interests.events_seen} events)")
+    for col in ("category", "score", "profile share", "model", "because of"):
+        table.add_column(col)
+    for c in interests.top:
+        because = "; ".join((b.title or b.item_id)[:40] for b in c.because[:2])
+        model = "-" if c.model_probability is None else f"{c.model_probability:.2f}"
+        table.add_row(c.category, f"{c.score:.2f}", f"{c.profile_share:.2f}", model, because)
+    out.print(table)
+    nxt = Table(title=f"What comes next ({prediction.source})")
+    nxt.add_column("next interest")
+    nxt.add_column("p", justify="right")
+    nxt.add_column("next-window intensity")
+    nxt.add_column("p", justify="right")
+    rows = max(len(prediction.next_interest), len(prediction.intensity))
+    for i in range(rows):
+        a = prediction.next_interest[i] if i < len(prediction.next_interest) else ("", None)
+        b = prediction.intensity[i] if i < len(prediction.intensity) else ("", None)
+        nxt.add_row(a[0], "" if a[1] is None else f"{a[1]:.2f}", b[0], "" if b[1] is None else f"{b[1]:.2f}")
+    out.print(nxt)
+    if not shifts:
+        out.print("No interest shifts detected.")
+    for s in shifts:
+        when = datetime.fromtimestamp(s.timestamp, timezone.utc).isoformat(timespec="minutes")
+        out.print(f"Shift at {when}: {', '.join(s.from_categories)} -> {', '.join(s.to_categories)} "
+                  f"(JS divergence {s.magnitude:.2f})")
+
+
+@client_app.command()
+def forget(
+    store: StoreOpt,
+    key_file: KeyOpt = None,
+    passphrase_env: PassOpt = None,
+    item: Annotated[Optional[str], typer.Option("--item", help="Forget every event of this item id.")] = None,
+    before: Annotated[Optional[datetime], typer.Option("--before", help="Forget events before this time (UTC).")]
+    = None,
+    everything: Annotated[bool, typer.Option("--everything", help="Forget all events.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete events for good (secure delete), and rebuild the profile without them."""
+    if item is None and before is None and not everything:
+        raise typer.BadParameter("say what to forget: --item ID, --before TIME or --everything")
+    if before is not None and before.tzinfo is None:
+        before = before.replace(tzinfo=timezone.utc)
+    with _open(store, key_file, passphrase_env) as tracker:
+        removed = tracker.forget(item_id=item, before=before, everything=everything)
+    if as_json:
+        _print_json({"removed": removed})
+    else:
+        out.print(f"Forgot {removed} event(s).")
+
+
+@client_app.command()
+def export(
+    store: StoreOpt,
+    key_file: KeyOpt = None,
+    passphrase_env: PassOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here (mode 0600) instead of stdout.")]
+    = None,
+) -> None:
+    """Export your own data (events, profile, predictions, shifts) as JSON."""
+    with _open(store, key_file, passphrase_env) as tracker:
+        data = tracker.export(output)
+    if output is None:
+        _print_json(data)
+    else:
+        out.print(f"Wrote {len(data.get('events', []))} events to {output}")
+
+
+@client_app.command("import-history")
+def import_history(
+    path: Annotated[Path, typer.Argument(help="A browser history file: Chrome History, Firefox places.sqlite or "
+                                              "Safari History.db.", exists=True, dir_okay=False)],
+    store: StoreOpt,
+    key_file: KeyOpt = None,
+    passphrase_env: PassOpt = None,
+    browser: Annotated[str, typer.Option(help="auto, chrome, firefox or safari.")] = "auto",
+    rules: Annotated[Optional[Path], typer.Option(help="Your own category rules (JSON), merged over the defaults.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import browser history into the encrypted store; the original file is never modified."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with _open(store, key_file, passphrase_env, must_exist=False) as tracker:
+        if as_json:
+            summary = tracker.import_history(path, browser=browser, rules=rules)
+        else:
+            with Progress(TextColumn("reading visits"), BarColumn(), MofNCompleteColumn(), console=out,
+                          transient=True) as bar:
+                task = bar.add_task("visits", total=None)
+                summary = tracker.import_history(
+                    path, browser=browser, rules=rules,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+    data = summary.to_dict()
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"Imported {path.name} ({data.get('browser')}, schema {data.get('schema_version')})")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("visits read", str(data.get("visits_read")))
+    table.add_row("imported", str(data.get("imported")))
+    for reason, n in sorted((data.get("skipped") or {}).items()):
+        table.add_row(f"skipped: {reason}", str(n))
+    table.add_row("first visit", str(data.get("first_timestamp")))
+    table.add_row("last visit", str(data.get("last_timestamp")))
+    top = data.get("top_categories") or {}
+    items = top.items() if isinstance(top, dict) else top
+    table.add_row("top categories", ", ".join(f"{c} ({n})" for c, n in list(items)[:5]))
+    out.print(table)

@@ -510,7 +510,8 @@ class InterestTracker:
             scores = _blend([(0.5, shares), (0.5, model)]) if model else dict(shares)
             top = []
             for cat, score in _ranked({c: s for c, s in scores.items() if c != OTHER or c in shares}, k):
-                reasons = tuple(sorted(self._personal.profile.reasons.get(cat, []), key=lambda r: -r.timestamp))
+                recent = sorted(self._personal.profile.reasons.get(cat, []), key=lambda r: -r.timestamp)
+                reasons = tuple({r.item_id: r for r in reversed(recent)}.values())[::-1]
                 top.append(CategoryInterest(cat, score, shares.get(cat, 0.0), model.get(cat) if model else None,
                                             reasons))
             return InterestProfile(tuple(top), "model+profile" if model else "profile",
@@ -590,6 +591,37 @@ class InterestTracker:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     json.dump(data, fh, ensure_ascii=False, indent=1)
             return data
+
+    # ---- browser history ------------------------------------------------------------------------
+
+    def import_history(self, path: str | os.PathLike[str], browser: str = "auto",
+                       rules: str | os.PathLike[str] | None = None,
+                       progress: Any = None) -> Any:
+        """Import a browser's history file (Chrome, Firefox or Safari) into this tracker.
+
+        The original is never modified. A second import of the same file adds
+        only visits newer than the last one imported. Returns the
+        :class:`~vane.client.history.ImportSummary`.
+        """
+        from datetime import datetime
+
+        from vane.client.history import read_history
+
+        cursor_name = "import/" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
+        with self._lock:
+            cursor = self._store.get_state(cursor_name)
+            since = datetime.fromisoformat(cursor.decode()) if cursor else None
+            batch = read_history(path, browser=browser, since=since, rules=rules, progress=progress)
+            seqs = self.record_many(batch.events)
+            summary = batch.summary
+            duplicates = len(batch.events) - len(seqs)
+            if duplicates:
+                summary.imported -= duplicates
+                summary.skipped["duplicate"] = summary.skipped.get("duplicate", 0) + duplicates
+            if batch.last_visit_time is not None:
+                self._store.put_state(cursor_name, batch.last_visit_time.isoformat().encode())
+            self._save_state()
+            return summary
 
     # ---- models ---------------------------------------------------------------------------------
 
