@@ -347,7 +347,7 @@ def evaluate_next_category(
             targets = predictor._indices(wanted, grow=False)
             accumulator.add_rank(_best_rank(predictor.scores(), targets) if targets else float("inf"))
             predictor.observe(event)
-    result = accumulator.result()
+    result: dict[str, float] = accumulator.result()
     result["users"] = float(len(users))
     return result
 

@@ -70,11 +70,9 @@ class Dataset:
 
     def category_counts(self) -> Counter[str]:
         """How often each category occurs over all events."""
-        counts: Counter[str] = Counter()
-        for events in self.users.values():
-            for event in events:
-                counts.update(event.categories)
-        return counts
+        from vane.simulations.split import category_counts
+
+        return category_counts(self.users)
 
     def __repr__(self) -> str:
         return f"Dataset({self.name!r}, {len(self.users)} users, {self.num_events} events)"
@@ -242,5 +240,6 @@ def load_dataset(name: str, path: str | Path | None = None, **kwargs: Any) -> Da
         from vane.simulations.synthetic import SyntheticPopulation
 
         kwargs.setdefault("num_users", 200)
-        return SyntheticPopulation(**kwargs).as_dataset()
+        dataset: Dataset = SyntheticPopulation(**kwargs).as_dataset()
+        return dataset
     raise DatasetError(f"unknown dataset {name!r}; expected one of taobao, movielens, synthetic")

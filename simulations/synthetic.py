@@ -127,13 +127,15 @@ def _category_names(num_categories: int) -> list[str]:
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    out: np.ndarray = z / z.sum(axis=1, keepdims=True)
+    return out
 
 
 def _sample_rows(rng: np.random.Generator, cdf: np.ndarray) -> np.ndarray:
     """One index per row of a cumulative distribution (rows may differ)."""
     u = rng.random(cdf.shape[0]) * cdf[:, -1]
-    return np.minimum((cdf < u[:, None]).sum(axis=1), cdf.shape[1] - 1)
+    out: np.ndarray = np.minimum((cdf < u[:, None]).sum(axis=1), cdf.shape[1] - 1)
+    return out
 
 
 class SyntheticPopulation:
