@@ -563,6 +563,14 @@ class EventStore:
                 raise StoreIntegrityError()
             return blob
 
+    def delete_state(self, name: str) -> bool:
+        """Delete the state blob called ``name`` for good; True if there was one."""
+        with self._lock, _opaque():
+            with self._transaction() as conn:
+                gone = conn.execute("DELETE FROM state WHERE slot = ?", (self._sealer.slot(name),)).rowcount
+            self._scrub_wal()
+        return bool(gone)
+
     # ---- forgetting and retention
 
     def forget(self, item_id: str | None = None, before: datetime | float | None = None,
@@ -576,10 +584,11 @@ class EventStore:
         before : datetime or float, optional
             Delete every event whose timestamp is earlier (aware datetime or Unix seconds).
         everything : bool, default False
-            Delete every event and every state blob.
+            Delete every event.
 
         Criteria combine with OR. Deleted rows are zeroed (``secure_delete``) and the
-        WAL is checkpointed and truncated so they leave no copy on disk.
+        WAL is checkpointed and truncated so they leave no copy on disk. State blobs
+        are left to their owner, who rebuilds them (see :meth:`delete_state`).
         """
         if item_id is None and before is None and not everything:
             raise ValueError("forget() needs item_id=, before= or everything=True; refusing to guess")
@@ -589,7 +598,6 @@ class EventStore:
                 with _opaque():
                     with self._transaction() as conn:
                         gone = conn.execute("DELETE FROM events").rowcount
-                        conn.execute("DELETE FROM state")
                     self._scrub_wal()
                 return int(gone)
             doomed = [seq for seq, e in self._read_events()
@@ -620,8 +628,12 @@ class EventStore:
 
     # ---- export
 
-    def export(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        """The person's own data, decrypted, as a JSON-ready dict; also written to ``path`` (mode 0600)."""
+    def export(self, path: str | os.PathLike[str] | None = None, include_states: bool = False) -> dict[str, Any]:
+        """The person's own data, decrypted, as a JSON-ready dict; also written to ``path`` (mode 0600).
+
+        ``states`` maps each state blob's name to its size in bytes, or, with
+        ``include_states=True``, to its contents in base64.
+        """
         with self._lock:
             stored = self._read_events()
             states = self._read_states()
@@ -631,7 +643,8 @@ class EventStore:
             "exported_at": datetime.fromtimestamp(self._clock(), tz=UTC).isoformat(),
             "count": len(stored),
             "events": [{"seq": seq, **e.to_dict()} for seq, e in stored],
-            "states": {name: base64.b64encode(blob).decode("ascii") for name, blob in sorted(states.items())},
+            "states": {name: base64.b64encode(blob).decode("ascii") if include_states else len(blob)
+                       for name, blob in sorted(states.items())},
         }
         if path is not None:
             _write_private(Path(path), json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))

@@ -446,13 +446,23 @@ def test_forget_before_a_time(tmp_path: Path) -> None:
         assert store.events(limit=1)[0][1].timestamp == T0 + timedelta(minutes=4)
 
 
-def test_forget_everything_also_clears_state_and_never_reuses_seqs(tmp_path: Path) -> None:
+def test_forget_everything_empties_the_log_and_never_reuses_seqs(tmp_path: Path) -> None:
     with open_store(tmp_path / "s.db") as store:
         store.append_many([make_event(i) for i in range(5)])
-        store.put_state("lstm_state", b"x")
         assert store.forget(everything=True) == 5
-        assert store.events() == [] and store.get_state("lstm_state") is None
+        assert store.events() == [] and store.count() == 0
         assert store.append(make_event(9)) == 6
+
+
+def test_delete_state_removes_the_blob_from_disk(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with open_store(db) as store:
+        store.put_state("lstm_state", b"x" * 64)
+        sealed = next(iter(sealed_rows(db, "state").values()))
+        assert store.delete_state("lstm_state") is True
+        assert store.delete_state("lstm_state") is False
+        assert store.get_state("lstm_state") is None
+        assert sealed[1:13] not in raw_bytes(db)
 
 
 def test_forget_without_a_criterion_is_refused(tmp_path: Path) -> None:
@@ -485,9 +495,10 @@ def test_export_returns_and_writes_the_users_data_owner_only(tmp_path: Path) -> 
         store.append_many([make_event(i) for i in range(3)])
         store.put_state("lstm_state", b"\x01\x02")
         data = store.export(out)
+        assert store.export(include_states=True)["states"] == {"lstm_state": "AQI="}
     assert data["count"] == 3 and data["exported_at"] == T0.isoformat()
     assert data["events"][1] == {"seq": 2, **make_event(1).to_dict()}
-    assert data["states"] == {"lstm_state": "AQI="}
+    assert data["states"] == {"lstm_state": 2}
     assert json.loads(out.read_text()) == data
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
