@@ -72,7 +72,8 @@ class Dataset:
         """How often each category occurs over all events."""
         from vane.simulations.split import category_counts
 
-        return category_counts(self.users)
+        counts: Counter[str] = category_counts(self.users)
+        return counts
 
     def __repr__(self) -> str:
         return f"Dataset({self.name!r}, {len(self.users)} users, {self.num_events} events)"
