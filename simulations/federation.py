@@ -1,0 +1,363 @@
+"""The Flower simulation runner: the real ClientApp and ServerApp over simulated users.
+
+:func:`run_federated` gives each user an encrypted store of their own
+(``OUT/devices/user-NNNNN.store``, one key file ``OUT/devices/store.key``),
+then runs :func:`flwr.simulation.run_simulation` with one SuperNode per user:
+node ``partition-id`` *i* opens the store of the *i*-th user. The server side
+is :func:`vane.server.app.build_server_app`, the client side
+:func:`vane.client.app.build_client_app`, so the simulation exercises exactly
+the code a deployment runs.
+
+Outputs in ``OUT``: ``results.json`` (config, per-round train and evaluate
+metrics, bytes uploaded per client, seconds per round), ``metrics.png`` and
+``loss.png``, plus the server's ``checkpoints/``, ``registry/`` and
+``metrics.json``.
+
+Two ClientApp mods help experiments and tests:
+
+- :class:`ReplyAudit` appends a description of every reply (record kinds,
+  keys, dtypes, metric values) to a JSONL file, so a test can check that
+  nothing but arrays and numbers leaves a device;
+- :class:`FaultInjection` makes chosen partitions reply with NaN deltas or
+  crash, to exercise the server's robustness.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vane.shared.errors import VaneError
+from vane.shared.events import Event
+from vane.shared.spec import ModelSpec
+from vane.shared.taxonomy import Taxonomy
+from vane.shared.weights import Weights
+
+logger = logging.getLogger("vane.simulations")
+
+EVALUATE_METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@10", "mrr", "accuracy", "recall", "f1", "auc")
+
+
+class FederationError(VaneError):
+    """A federated simulation did not complete its rounds."""
+
+
+@dataclass
+class FederationResult:
+    """What :func:`run_federated` measured.
+
+    Attributes
+    ----------
+    rounds : list of dict
+        One entry per round, round 0 being the untrained model's evaluation:
+        ``round``, ``seconds``, ``train``, ``evaluate``, ``uploaded-bytes``
+        (node id -> bytes), ``rejected``, ``failed``, ``aggregated-nodes``.
+    """
+
+    out_dir: Path
+    config: dict[str, Any]
+    rounds: list[dict[str, Any]]
+    final_weights: Weights | None
+    wall_seconds: float
+    results_path: Path
+    plots: list[Path] = field(default_factory=list)
+
+    def evaluate(self, round_number: int) -> dict[str, float]:
+        return dict(self.round(round_number)["evaluate"])
+
+    def round(self, round_number: int) -> dict[str, Any]:
+        for entry in self.rounds:
+            if entry["round"] == round_number:
+                return entry
+        raise KeyError(f"no round {round_number} in this result")
+
+
+# --- mods ---------------------------------------------------------------------
+class ReplyAudit:
+    """ClientApp mod: appends what every reply carries to a JSONL file (one line per reply)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+
+    def __call__(self, msg: Any, context: Any, call_next: Any) -> Any:
+        reply = call_next(msg, context)
+        entry: dict[str, Any] = {"type": msg.metadata.message_type, "error": reply.has_error()}
+        if reply.has_content():
+            content = reply.content
+            entry["arrays"] = {
+                name: {k: {"dtype": a.dtype, "shape": list(a.shape)} for k, a in rec.items()}
+                for name, rec in content.array_records.items()
+            }
+            entry["metrics"] = {name: dict(rec) for name, rec in content.metric_records.items()}
+            entry["configs"] = {name: {k: repr(v)[:200] for k, v in rec.items()} for name, rec in content.config_records.items()}
+            entry["record-keys"] = sorted(content.keys())
+        line = json.dumps(entry)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        return reply
+
+
+class FaultInjection:
+    """ClientApp mod: partitions in ``nan`` reply with NaN deltas, partitions in ``crash`` raise."""
+
+    def __init__(self, nan: Sequence[int] = (), crash: Sequence[int] = ()) -> None:
+        self.nan = set(nan)
+        self.crash = set(crash)
+
+    def __call__(self, msg: Any, context: Any, call_next: Any) -> Any:
+        from flwr.app import Array, ArrayRecord
+
+        pid = int(context.node_config.get("partition-id", -1))
+        is_train = msg.metadata.message_type.startswith("train")
+        if is_train and pid in self.crash:
+            raise RuntimeError(f"injected crash on partition {pid}")
+        reply = call_next(msg, context)
+        if is_train and pid in self.nan and reply.has_content():
+            for rec in reply.content.array_records.values():
+                for key in list(rec.keys()):
+                    rec[key] = Array(np.full(rec[key].numpy().shape, np.nan, dtype=np.float32))
+            reply.content["arrays"] = ArrayRecord(dict(reply.content["arrays"].items()))
+        return reply
+
+
+# --- devices ------------------------------------------------------------------
+def prepare_devices(users: Mapping[str, Sequence[Event]], taxonomy: Taxonomy, devices_dir: Path) -> list[str]:
+    """One encrypted store per user, in partition order; returns the user ids in that order."""
+    from vane.client.app import SIM_KEY_FILE, sim_store_path
+    from vane.client.store import write_key_file
+    from vane.client.tracker import InterestTracker
+
+    shutil.rmtree(devices_dir, ignore_errors=True)
+    devices_dir.mkdir(parents=True)
+    key_file = devices_dir / SIM_KEY_FILE
+    write_key_file(key_file, os.urandom(32))
+    order = sorted(users)
+    for pid, uid in enumerate(order):
+        with InterestTracker.open(sim_store_path(devices_dir, pid), key_file=key_file, taxonomy=taxonomy) as tracker:
+            tracker.record_many(users[uid])
+    (devices_dir / "partitions.json").write_text(json.dumps(order), encoding="utf-8")
+    return order
+
+
+# --- the run ------------------------------------------------------------------
+def run_federated(
+    users: Mapping[str, Sequence[Event]],
+    taxonomy: Taxonomy,
+    spec: ModelSpec | None,
+    rounds: int,
+    fraction: float,
+    out_dir: str | Path,
+    strategy: str = "fedavg",
+    local_epochs: int = 1,
+    learning_rate: float = 0.0,
+    seed: int = 0,
+    delta_float16: bool = False,
+    resume: bool = False,
+    fraction_evaluate: float = 1.0,
+    server_config: Mapping[str, Any] | None = None,
+    client_mods: Sequence[Any] = (),
+    model_blob: bytes | None = None,
+    num_cpus: int | None = None,
+    progress: bool = True,
+) -> FederationResult:
+    """Run a Flower simulation with one SuperNode per user.
+
+    Parameters
+    ----------
+    users : mapping of user id -> events
+        Each user's time-ordered history; it stays in that user's encrypted store.
+    taxonomy : Taxonomy
+    spec : ModelSpec or None
+        None builds ``ModelSpec(num_categories=len(taxonomy))``.
+    rounds : int
+        Total rounds (with ``resume``, including the ones already done).
+    fraction : float
+        Fraction of users trained per round.
+    out_dir : path
+    strategy : {"fedavg", "fedadam", "fedprox", "fedtrimmedavg", "krum"}, default "fedavg"
+    local_epochs : int, default 1
+    learning_rate : float, default 0.0
+        0 means the spec's learning rate.
+    seed : int, default 0
+    delta_float16 : bool, default False
+    resume : bool, default False
+        Continue from the newest checkpoint in ``out_dir`` (the device stores are kept).
+    fraction_evaluate : float, default 1.0
+    server_config : mapping, optional
+        Further ServerApp run_config keys (see :class:`vane.server.app.ServerSettings`).
+    client_mods : sequence, optional
+        Flower mods wrapped around every ClientApp call.
+    model_blob : bytes, optional
+        A training export of ``spec``, to skip the conversion.
+    num_cpus : int, optional
+        CPUs given to Ray (default: all); each ClientApp actor takes one.
+    progress : bool, default True
+        Show a rich progress bar.
+
+    Raises
+    ------
+    FederationError
+        When the run does not complete its rounds or a round aggregates no update.
+    """
+    from flwr.simulation import run_simulation
+
+    from vane.client.app import build_client_app
+    from vane.server.app import FederationOutcome, ServerSettings, build_server_app
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    devices = out / "devices"
+    if not resume:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        prepare_devices(users, taxonomy, devices)
+    elif not devices.exists():
+        raise FederationError(f"resume: {str(devices)!r} does not exist; run without resume first")
+    overrides: dict[str, Any] = {
+        "num-server-rounds": rounds,
+        "strategy": strategy,
+        "fraction-train": fraction,
+        "fraction-evaluate": fraction_evaluate,
+        "min-train-nodes": 1,
+        "min-evaluate-nodes": 1,
+        "min-available-nodes": len(users),
+        "local-epochs": local_epochs,
+        "learning-rate": learning_rate,
+        "seed": seed,
+        "delta-float16": delta_float16,
+        "resume": resume,
+        "out-dir": str(out),
+        **dict(server_config or {}),
+    }
+    settings = ServerSettings.from_run_config(overrides)  # validate before starting Ray
+    outcome: list[FederationOutcome] = []
+    started = time.perf_counter()
+    with _RoundProgress(rounds, enabled=progress) as bar:
+        server_app = build_server_app(spec, taxonomy, model_blob, overrides, bar.on_round, outcome)
+        client_app = build_client_app(devices.resolve(), client_mods)
+        cpus = num_cpus or os.cpu_count() or 1
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=len(users),
+            backend_config={
+                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                "init_args": {"num_cpus": cpus, "num_gpus": 0, "log_to_driver": False},
+            },
+        )
+    wall = time.perf_counter() - started
+    if not outcome:
+        raise FederationError("the ServerApp did not finish; see the log above for the first error")
+    result_rounds = outcome[0].rounds
+    done = [r for r in result_rounds if r["round"] > 0]
+    if not done or max(r["round"] for r in done) < rounds:
+        raise FederationError(f"the run completed {len(done)} of {rounds} rounds")
+    empty = [r["round"] for r in done if not r["aggregated-nodes"]]
+    if empty:
+        raise FederationError(f"round(s) {empty} aggregated no client update: every client failed or was rejected")
+    config = {**settings.to_run_config(), "users": len(users), "wall-seconds": wall}
+    results_path = _write_results(out, config, result_rounds)
+    plots = write_plots(out, result_rounds)
+    return FederationResult(out, config, result_rounds, outcome[0].weights, wall, results_path, plots)
+
+
+def _write_results(out: Path, config: dict[str, Any], rounds: list[dict[str, Any]]) -> Path:
+    path = out / "results.json"
+    payload = {
+        "config": config,
+        "rounds": [
+            {
+                "round": r["round"],
+                "seconds": r["seconds"],
+                "train": r["train"],
+                "evaluate": r["evaluate"],
+                "uploaded-bytes": r["uploaded-bytes"],
+                "aggregated": len(r["aggregated-nodes"]),
+                "rejected": r["rejected"],
+                "failed": r["failed"],
+            }
+            for r in rounds
+        ],
+    }
+    path.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    return path
+
+
+def write_plots(out: Path, rounds: list[dict[str, Any]]) -> list[Path]:
+    """``metrics.png`` (evaluate metrics by round) and ``loss.png`` (train loss by round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    evaluated = [r for r in rounds if r["evaluate"]]
+    names = [m for m in EVALUATE_METRICS if any(m in r["evaluate"] for r in evaluated)]
+    if names:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name in names:
+            ax.plot([r["round"] for r in evaluated], [r["evaluate"].get(name, np.nan) for r in evaluated],
+                    marker="o", label=name)
+        ax.set_xlabel("round (0 = untrained)")
+        ax.set_ylabel("client-weighted mean")
+        ax.set_title("Federated evaluation on each device's newest events")
+        ax.legend(fontsize=8, ncol=3)
+        fig.tight_layout()
+        paths.append(out / "metrics.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    trained = [r for r in rounds if "train-loss" in r["train"]]
+    if trained:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot([r["round"] for r in trained], [r["train"]["train-loss"] for r in trained], marker="o")
+        ax.set_xlabel("round")
+        ax.set_ylabel("mean local training loss")
+        fig.tight_layout()
+        paths.append(out / "loss.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+class _RoundProgress:
+    """A rich progress bar advanced by the ServerApp's per-round callback."""
+
+    def __init__(self, rounds: int, enabled: bool) -> None:
+        self.rounds = rounds
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _RoundProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]federated rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("starting Ray", total=self.rounds)
+        return self
+
+    def on_round(self, round_number: int, total: int, entry: dict[str, Any]) -> None:
+        ev = entry.get("evaluate", {})
+        loss = entry.get("train", {}).get("train-loss")
+        text = f"round {round_number}: " + (f"loss {loss:.3f} " if loss is not None else "") + (
+            f"hr@5 {ev['hr@5']:.3f}" if "hr@5" in ev else ""
+        )
+        logger.info("%s", text)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=round_number, description=text)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
