@@ -14,6 +14,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from vane.shared.errors import ConfigError
 
 
@@ -71,8 +73,9 @@ class ShiftDetector:
     enter: float = 0.2
     exit: float = 0.08
     warmup: int = 30
-    short: dict[str, float] = field(default_factory=dict)
-    long: dict[str, float] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    short_mass: list[float] = field(default_factory=list)
+    long_mass: list[float] = field(default_factory=list)
     seen: int = 0
     armed: bool = True
     divergence: float = 0.0
@@ -86,29 +89,43 @@ class ShiftDetector:
             )
         if not 0 <= self.exit < self.enter <= 1:
             raise ConfigError(f"exit={self.exit}, enter={self.enter}: expected 0 <= exit < enter <= 1")
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self._short = np.asarray(self.short_mass, dtype=np.float64)
+        self._long = np.asarray(self.long_mass, dtype=np.float64)
+        self._keep_short = 0.5 ** (1.0 / self.short_half_life)
+        self._keep_long = 0.5 ** (1.0 / self.long_half_life)
 
-    @staticmethod
-    def _mix(dist: dict[str, float], categories: tuple[str, ...], half_life: float) -> None:
-        keep = 0.5 ** (1.0 / half_life)
-        for cat in list(dist):
-            dist[cat] *= keep
-            if dist[cat] < 1e-6:
-                del dist[cat]
+    def _slots(self, categories: tuple[str, ...]) -> list[int]:
+        slots = []
         for cat in categories:
-            dist[cat] = dist.get(cat, 0.0) + (1.0 - keep) / len(categories)
+            i = self._index.get(cat)
+            if i is None:
+                i = self._index[cat] = len(self.names)
+                self.names.append(cat)
+                self._short = np.append(self._short, 0.0)
+                self._long = np.append(self._long, 0.0)
+            slots.append(i)
+        return slots
 
-    @staticmethod
-    def _normalised(dist: dict[str, float]) -> dict[str, float]:
-        total = sum(dist.values())
-        return {k: v / total for k, v in dist.items()} if total > 0 else {}
+    @property
+    def short(self) -> dict[str, float]:
+        """The short-memory distribution over categories."""
+        return _as_dist(self.names, self._short)
+
+    @property
+    def long(self) -> dict[str, float]:
+        """The long-memory distribution over categories."""
+        return _as_dist(self.names, self._long)
 
     def update(self, categories: tuple[str, ...], seq: int, timestamp: float) -> Shift | None:
         """Take one event; return the shift it completes, if any."""
-        self._mix(self.short, categories, self.short_half_life)
-        self._mix(self.long, categories, self.long_half_life)
+        slots = self._slots(categories)
+        self._short *= self._keep_short
+        self._long *= self._keep_long
+        self._short[slots] += (1.0 - self._keep_short) / len(slots)
+        self._long[slots] += (1.0 - self._keep_long) / len(slots)
         self.seen += 1
-        short, long = self._normalised(self.short), self._normalised(self.long)
-        self.divergence = js_divergence(short, long)
+        self.divergence = _jsd(self._short / self._short.sum(), self._long / self._long.sum())
         if self.seen < self.warmup:
             return None
         if self.armed and self.divergence > self.enter:
@@ -117,8 +134,8 @@ class ShiftDetector:
                 seq=seq,
                 timestamp=timestamp,
                 event_index=self.seen - 1,
-                from_categories=_top(long, 3, 0.1),
-                to_categories=_top(short, 3, 0.1),
+                from_categories=_top(self.long, 3, 0.1),
+                to_categories=_top(self.short, 3, 0.1),
                 magnitude=round(self.divergence, 4),
             )
             self.shifts.append(shift)
@@ -128,9 +145,20 @@ class ShiftDetector:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["shifts"] = [s.to_dict() for s in self.shifts]
-        return data
+        return {
+            "short_half_life": self.short_half_life,
+            "long_half_life": self.long_half_life,
+            "enter": self.enter,
+            "exit": self.exit,
+            "warmup": self.warmup,
+            "names": list(self.names),
+            "short_mass": self._short.tolist(),
+            "long_mass": self._long.tolist(),
+            "seen": self.seen,
+            "armed": self.armed,
+            "divergence": self.divergence,
+            "shifts": [s.to_dict() for s in self.shifts],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShiftDetector":
@@ -140,3 +168,18 @@ class ShiftDetector:
             for s in data.pop("shifts")
         ]
         return cls(**data, shifts=shifts)
+
+
+def _as_dist(names: list[str], mass: np.ndarray) -> dict[str, float]:
+    total = float(mass.sum())
+    if total <= 0:
+        return {}
+    return {name: float(m) / total for name, m in zip(names, mass) if m > 1e-9 * total}
+
+
+def _jsd(p: np.ndarray, q: np.ndarray) -> float:
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(p > 0, p * np.log2(p / m), 0.0)
+        b = np.where(q > 0, q * np.log2(q / m), 0.0)
+    return float(max(0.0, min(1.0, 0.5 * (a.sum() + b.sum()))))

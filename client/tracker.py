@@ -119,7 +119,7 @@ class _Personal:
         return shift
 
     def distributions(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-        recent = ShiftDetector._normalised(self.detector.short)
+        recent = self.detector.short
         return recent, self.profile.shares(), self.transitions.next_distribution()
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def _ranks_from_scores(scores: np.ndarray, targets: Any, excluded: set[Any]) -> 
     else:
         for row, target in enumerate(targets):
             idx = [target] if isinstance(target, (int, np.integer)) else list(target)
-            mask[row, idx] = True
+            mask[row, np.asarray(idx, dtype=int)] = True
     for index in excluded:
         if isinstance(index, (int, np.integer)):
             mask[:, int(index)] = False
@@ -51,7 +51,7 @@ def _ranks_from_scores(scores: np.ndarray, targets: Any, excluded: set[Any]) -> 
     order = np.argsort(-scores, axis=1, kind="stable")
     position = np.empty_like(order)
     position[np.arange(n)[:, None], order] = np.arange(1, c + 1)[None, :]
-    ranks = np.where(mask, position, np.iinfo(position.dtype).max).min(axis=1).astype(float)
+    ranks: np.ndarray = np.where(mask, position, np.iinfo(position.dtype).max).min(axis=1).astype(float)
     ranks[~mask.any(axis=1)] = np.inf
     return ranks
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from vane.shared.errors import ConfigError
 from vane.shared.events import OTHER, Event
-from vane.simulations.metrics import DEFAULT_KS, RankingAccumulator
+from vane.shared.metrics import DEFAULT_KS, RankingAccumulator
 from vane.simulations.split import Split, category_counts
 
 

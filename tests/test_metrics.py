@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from vane.simulations.metrics import (
+from vane.shared.metrics import (
     RankingAccumulator,
     accuracy,
     classification_report,
