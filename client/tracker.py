@@ -202,7 +202,9 @@ class InterestTracker:
         self._personal = self._new_personal()
         self._dirty_model_state = False
         self._unsaved = 0
-        self.persist_every = 32
+        # The saved state is a cache: events after it are replayed exactly on open, so saving
+        # it rarely keeps record() fast at the cost of a short catch-up after a crash.
+        self.persist_every = 128
 
     # ---- opening --------------------------------------------------------------------------------
 
