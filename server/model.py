@@ -215,8 +215,9 @@ class InterestModel(tf.Module):
             return {"ok": tf.reduce_sum(weights[:1]) * 0.0 + 1.0}
 
         def reset_optimizer():  # type: ignore[no-untyped-def]
+            # multiply, not zeros_like: a zeros constant per slot would be stored in the model file
             for slot in self.m_slots + self.v_slots:
-                slot.assign(tf.zeros_like(slot))
+                slot.assign(slot * 0.0)
             self.opt_step.assign(0.0)
             return {"ok": tf.constant(1.0)}
 
