@@ -144,6 +144,56 @@ class ShiftDetector:
             self.armed = True
         return None
 
+    def update_many(self, events: list[tuple[tuple[str, ...], int, float]]) -> list[Shift]:
+        """Take many ``(categories, seq, timestamp)`` events at once; same result as :meth:`update` in a loop.
+
+        The two memories are linear filters, so a block of events is one matrix
+        product; only the hysteresis runs event by event.
+        """
+        shifts: list[Shift] = []
+        for start in range(0, len(events), 256):
+            shifts.extend(self._update_block(events[start : start + 256]))
+        return shifts
+
+    def _update_block(self, block: list[tuple[tuple[str, ...], int, float]]) -> list[Shift]:
+        n = len(block)
+        rows = [self._slots(cats) for cats, _, _ in block]
+        onehot = np.zeros((n, len(self.names)))
+        for t, slots in enumerate(rows):
+            onehot[t, slots] = 1.0 / len(slots)
+        lag = np.arange(n)[:, None] - np.arange(n)[None, :]
+        memories = []
+        for prior, keep in ((self._short, self._keep_short), (self._long, self._keep_long)):
+            decay = np.where(lag >= 0, keep ** np.maximum(lag, 0), 0.0)
+            mem = (1.0 - keep) * decay @ onehot + keep ** (np.arange(1, n + 1)[:, None]) * prior[None, :]
+            memories.append(mem)
+        short, long = memories
+        p = short / short.sum(axis=1, keepdims=True)
+        q = long / long.sum(axis=1, keepdims=True)
+        m = 0.5 * (p + q)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            js = 0.5 * (np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+                        + np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1))
+        js = np.clip(js, 0.0, 1.0)
+        found: list[Shift] = []
+        for t, (_, seq, timestamp) in enumerate(block):
+            self.seen += 1
+            self.divergence = float(js[t])
+            if self.seen < self.warmup:
+                continue
+            if self.armed and self.divergence > self.enter:
+                self.armed = False
+                shift = Shift(seq=seq, timestamp=timestamp, event_index=self.seen - 1,
+                              from_categories=_top(_as_dist(self.names, long[t]), 3, 0.1),
+                              to_categories=_top(_as_dist(self.names, short[t]), 3, 0.1),
+                              magnitude=round(self.divergence, 4))
+                self.shifts.append(shift)
+                found.append(shift)
+            elif not self.armed and self.divergence < self.exit:
+                self.armed = True
+        self._short, self._long = short[-1].copy(), long[-1].copy()
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "short_half_life": self.short_half_life,

@@ -118,6 +118,17 @@ class _Personal:
         self.last_time, self.last_item, self.last_seq = now, event.item_id, seq
         return shift
 
+    def update_many(self, items: list[tuple[int, Event]]) -> None:
+        """The same as :meth:`update` for each item, with the shift detector run as one block."""
+        profile, transitions = self.profile, self.transitions
+        for seq, event in items:
+            profile.update(seq, event.item_id, event.title, event.categories, event.unix_time)
+            transitions.update(event.categories)
+        self.detector.update_many([(ev.categories, seq, ev.unix_time) for seq, ev in items])
+        if items:
+            seq, last = items[-1]
+            self.last_time, self.last_item, self.last_seq = last.unix_time, last.item_id, seq
+
     def distributions(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
         recent = self.detector.short
         return recent, self.profile.shares(), self.transitions.next_distribution()
@@ -382,7 +393,9 @@ class InterestTracker:
                     kept.append(ev)
                 last_item, last_time = ev.item_id, ev.unix_time
             seqs = self._store.append_many(kept)
-            if self._model is not None and not self._dirty_model_state and len(kept) > 8:
+            if len(kept) > 8 and self._model is None:
+                self._personal.update_many(list(zip(seqs, kept)))
+            elif len(kept) > 8 and not self._dirty_model_state:
                 self._advance_many(list(zip(seqs, kept)))
             else:
                 for seq, ev in zip(seqs, kept):
@@ -405,8 +418,7 @@ class InterestTracker:
         """Advance through many events with chunked ``infer`` calls (identical to stepping)."""
         assert self._featurizer is not None and self._model is not None
         previous = self._personal.last_time
-        for seq, ev in items:
-            self._personal.update(seq, ev)
+        self._personal.update_many(items)
         feats = self._featurizer.encode([ev for _, ev in items], previous_time=previous)
         self._ensure_state()
         self._run_chunks(feats)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 import numpy as np
 
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 
+@lru_cache(maxsize=65536)
 def stable_hash(value: str, buckets: int, salt: bytes = b"") -> int:
-    """Hash ``value`` into ``1 .. buckets-1``; 0 is the padding bucket."""
+    """Hash ``value`` into ``1 .. buckets-1``; 0 is the padding bucket (results are cached)."""
     if buckets < 2:
         raise ValueError(f"buckets is {buckets}; expected at least 2")
     digest = hashlib.blake2b(value.encode("utf-8"), digest_size=8, person=b"vane.hash", salt=salt[:16]).digest()
