@@ -21,3 +21,13 @@ def bench_model_command(
 
     spec = ModelSpec.load(spec_path) if spec_path else ModelSpec()
     print_report(run_model_bench(spec, train_steps=train_steps))
+
+
+@bench_app.command("client")
+def bench_client_command(
+    categories: int = typer.Option(64, min=2, help="Taxonomy size of the benchmark model."),
+) -> None:
+    """record()/record_many()/interests()/predict() speed, RSS and import time of the device SDK."""
+    from vane.simulations.bench_client import print_report, run
+
+    print_report(run(num_categories=categories))
