@@ -74,7 +74,7 @@ def _masked_mean(table: tf.Variable, ids: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(vectors * present, axis=-2) / tf.maximum(count, 1.0)
 
 
-class InterestModel(tf.Module):
+class InterestModel(tf.Module):  # type: ignore[misc]
     """The TensorFlow model of one :class:`ModelSpec`.
 
     Variables are created in :func:`weight_layout` order, so ``get_weights``

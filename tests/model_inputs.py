@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from vane.shared.events import KINDS
-from vane.shared.features import Features, TrainingBatch
+from vane.shared.features import TrainingBatch
 from vane.shared.spec import ModelSpec
+from vane.simulations.bench_model import random_features
+
+__all__ = ["SMALL_SPEC", "random_batch", "random_features"]
 
 SMALL_SPEC = ModelSpec(num_categories=8, item_buckets=64, token_buckets=32, window=8, lstm_units=16, batch=8)
-
-
-def random_features(spec: ModelSpec, rng: np.random.Generator, rows: int, length: int) -> Features:
-    """(rows, length, ...) features with some padded category and token slots."""
-    k, l_ = spec.max_categories_per_event, spec.tokens_per_title
-    cats = rng.integers(1, spec.num_categories + 1, (rows, length, k)).astype(np.int32)
-    cats[..., 1:] *= rng.random((rows, length, k - 1)) < 0.3
-    tokens = rng.integers(0, spec.token_buckets, (rows, length, l_)).astype(np.int32)
-    return Features(
-        cats,
-        rng.integers(0, spec.item_buckets, (rows, length)).astype(np.int32),
-        tokens,
-        rng.integers(0, spec.gap_buckets, (rows, length)).astype(np.int32),
-        rng.integers(1, len(KINDS) + 1, (rows, length)).astype(np.int32),
-    )
 
 
 def random_batch(spec: ModelSpec, rng: np.random.Generator, rows: int | None = None) -> TrainingBatch:
