@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from vane.shared.events import KINDS, Event
-from vane.shared.hashing import item_bucket, token_buckets
+from vane.shared.hashing import item_bucket, token_ids
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.timegap import gap_bucket
@@ -74,23 +74,30 @@ class Featurizer:
     def encode(self, events: Sequence[Event], previous_time: float | None = None) -> Features:
         """Features of ``events``; ``previous_time`` is the Unix time of the event before the first."""
         spec = self.spec
-        n = len(events)
-        cats = np.zeros((n, spec.max_categories_per_event), dtype=np.int32)
-        item = np.zeros(n, dtype=np.int32)
-        tokens = np.zeros((n, spec.tokens_per_title), dtype=np.int32)
-        gap = np.zeros(n, dtype=np.int32)
-        kind = np.zeros(n, dtype=np.int32)
+        k, length = spec.max_categories_per_event, spec.tokens_per_title
+        cats: list[list[int]] = []
+        items: list[int] = []
+        tokens: list[tuple[int, ...]] = []
+        gaps: list[int] = []
+        kinds: list[int] = []
         prev = previous_time
-        for i, event in enumerate(events):
-            idx = self.category_indices(event)[: spec.max_categories_per_event]
-            cats[i, : len(idx)] = np.asarray(idx, dtype=np.int32) + 1
-            item[i] = item_bucket(event.item_id, spec.item_buckets)
-            tokens[i] = token_buckets(event.title, spec.token_buckets, spec.tokens_per_title)
+        for event in events:
+            idx = [i + 1 for i in self.taxonomy.indices(event.categories)[:k]]
+            cats.append(idx + [0] * (k - len(idx)))
+            items.append(item_bucket(event.item_id, spec.item_buckets))
+            tokens.append(token_ids(event.title, spec.token_buckets, length))
             now = event.unix_time
-            gap[i] = gap_bucket(None if prev is None else now - prev, spec.gap_buckets)
-            kind[i] = _KIND_INDEX.get(event.kind, _KIND_INDEX["other"])
+            gaps.append(gap_bucket(None if prev is None else now - prev, spec.gap_buckets))
+            kinds.append(_KIND_INDEX.get(event.kind, _KIND_INDEX["other"]))
             prev = now
-        return Features(cats, item, tokens, gap, kind)
+        n = len(events)
+        return Features(
+            np.asarray(cats, dtype=np.int32).reshape(n, k),
+            np.asarray(items, dtype=np.int32).reshape(n),
+            np.asarray(tokens, dtype=np.int32).reshape(n, length),
+            np.asarray(gaps, dtype=np.int32).reshape(n),
+            np.asarray(kinds, dtype=np.int32).reshape(n),
+        )
 
     def category_matrix(self, events: Sequence[Event]) -> np.ndarray:
         """(N, C) float32: each row spreads 1 evenly over the event's categories."""

@@ -37,9 +37,13 @@ def tokenize(title: str | None) -> list[str]:
     return _TOKEN_RE.findall(title.lower())
 
 
+@lru_cache(maxsize=16384)
+def token_ids(title: str | None, buckets: int, length: int) -> tuple[int, ...]:
+    """Exactly ``length`` hashed title tokens, zero-padded (cached per title)."""
+    ids = [stable_hash(token, buckets, salt=b"token") for token in tokenize(title)[:length]]
+    return tuple(ids) + (0,) * (length - len(ids))
+
+
 def token_buckets(title: str | None, buckets: int, length: int) -> np.ndarray:
     """Up to ``length`` hashed title tokens, zero-padded, as int32."""
-    out = np.zeros(length, dtype=np.int32)
-    for i, token in enumerate(tokenize(title)[:length]):
-        out[i] = stable_hash(token, buckets, salt=b"token")
-    return out
+    return np.asarray(token_ids(title, buckets, length), dtype=np.int32)
