@@ -104,6 +104,7 @@ class LiteModel:
         keys = set(interpreter.get_signature_list())
         self._signatures = {key: _Signature(interpreter, key) for key in keys if key != "spec_info"}
         self.has_training = all(key in keys for key in _TRAINING_SIGNATURES)
+        self._step_shapes = ((1, spec.max_categories_per_event), (1, spec.tokens_per_title))
 
     # -- loading ------------------------------------------------------------
 
@@ -153,14 +154,14 @@ class LiteModel:
 
     def step(self, features_row: Features, h: np.ndarray, c: np.ndarray) -> Prediction:
         """Advance one event (``features_row`` has one row); returns its prediction and the new state."""
-        f = features_row
+        f, k, l_ = features_row, self._step_shapes[0], self._step_shapes[1]
         with self._lock:
             out = self._signatures["step"](
-                cats=_i32(f.cats).reshape(1, -1),
-                item=_i32(f.item).reshape(1),
-                tokens=_i32(f.tokens).reshape(1, -1),
-                gap=_i32(f.gap).reshape(1),
-                kind=_i32(f.kind).reshape(1),
+                cats=_i32(f.cats, k),
+                item=_i32(f.item, (1,)),
+                tokens=_i32(f.tokens, l_),
+                gap=_i32(f.gap, (1,)),
+                kind=_i32(f.kind, (1,)),
                 h=_f32(h),
                 c=_f32(c),
             )
@@ -274,9 +275,16 @@ def _pad_time(a: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([a, np.zeros((a.shape[0], pad, *a.shape[2:]), dtype=a.dtype)], axis=1)
 
 
-def _i32(a: Any) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.int32)
+def _i32(a: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    # the fast path matters: step is called per event and targets tens of microseconds
+    arr: np.ndarray = a
+    if type(a) is not np.ndarray or a.dtype != np.int32 or not a.flags.c_contiguous:
+        arr = np.ascontiguousarray(a, dtype=np.int32)
+    return arr if shape is None or arr.shape == shape else arr.reshape(shape)
 
 
 def _f32(a: Any) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32)
+    arr: np.ndarray = a
+    if type(a) is not np.ndarray or a.dtype != np.float32 or not a.flags.c_contiguous:
+        arr = np.ascontiguousarray(a, dtype=np.float32)
+    return arr
