@@ -31,3 +31,35 @@ def bench_client_command(
     from vane.simulations.bench_client import print_report, run
 
     print_report(run(num_categories=categories))
+
+
+@sim_app.command("evaluate")
+def evaluate_command(
+    dataset: str = typer.Option(..., help="taobao, movielens or synthetic."),
+    out: str = typer.Option(..., help="Output folder: results.json, report.md, plots."),
+    data: str | None = typer.Option(None, help="Dataset file or folder (default: ../shared/datasets)."),
+    seed: int = typer.Option(0, help="Seed of everything random (split candidates, models, shuffles)."),
+    max_users: int | None = typer.Option(None, help="Only the first N users (synthetic: population size)."),
+    rounds: int = typer.Option(10, min=1, help="Federated rounds."),
+    methods: str = typer.Option("all", help="Comma-separated methods, or 'all'."),
+    epochs: int = typer.Option(6, min=1, help="Centralised training epochs."),
+    local_epochs: int = typer.Option(20, min=1, help="Local-only LSTM epochs per user."),
+    fed_epochs: int = typer.Option(5, min=1, help="Local epochs per federated round."),
+    fraction: float = typer.Option(1.0, help="Fraction of users trained per federated round."),
+    taxonomy_size: int = typer.Option(256, min=2, help="Largest taxonomy, 'other' included."),
+) -> None:
+    """Every method on one temporal split: next interest, intensity and sampled next item."""
+    from rich.console import Console
+
+    from vane.simulations.evaluate import METHODS, EvaluationConfig, run_evaluation
+
+    console = Console()
+    chosen = METHODS if methods.strip() == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
+    config = EvaluationConfig(
+        dataset=dataset.strip().lower(), data=data, seed=seed, max_users=max_users, rounds=rounds, methods=chosen,
+        epochs=epochs, local_epochs=local_epochs, fed_local_epochs=fed_epochs, fraction=fraction,
+        taxonomy_size=taxonomy_size,
+    )
+    results = run_evaluation(config, out, progress=console.print)
+    console.print((__import__("pathlib").Path(out) / "report.md").read_text(encoding="utf-8"))
+    console.print(f"wrote {', '.join(results['outputs'])}")
