@@ -11,7 +11,6 @@ import sys
 
 import typer
 from rich.console import Console
-
 from vane.client.cli_client import client_app
 
 app = typer.Typer(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,9 +22,9 @@ client_app = typer.Typer(no_args_is_help=True)
 out = Console()
 
 StoreOpt = Annotated[Path, typer.Option("--store", help="The encrypted store file.", dir_okay=False)]
-KeyOpt = Annotated[Optional[Path], typer.Option("--key-file", help="Key file (default: STORE.key).", dir_okay=False)]
+KeyOpt = Annotated[Path | None, typer.Option("--key-file", help="Key file (default: STORE.key).", dir_okay=False)]
 PassOpt = Annotated[
-    Optional[str], typer.Option("--passphrase-env", help="Name of an environment variable holding the passphrase.")
+    str | None, typer.Option("--passphrase-env", help="Name of an environment variable holding the passphrase.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
@@ -79,7 +79,7 @@ def profile(store: StoreOpt, key_file: KeyOpt = None, passphrase_env: PassOpt = 
     if not shifts:
         out.print("No interest shifts detected.")
     for s in shifts:
-        when = datetime.fromtimestamp(s.timestamp, timezone.utc).isoformat(timespec="minutes")
+        when = datetime.fromtimestamp(s.timestamp, UTC).isoformat(timespec="minutes")
         out.print(f"Shift at {when}: {', '.join(s.from_categories)} -> {', '.join(s.to_categories)} "
                   f"(JS divergence {s.magnitude:.2f})")
 
@@ -89,8 +89,8 @@ def forget(
     store: StoreOpt,
     key_file: KeyOpt = None,
     passphrase_env: PassOpt = None,
-    item: Annotated[Optional[str], typer.Option("--item", help="Forget every event of this item id.")] = None,
-    before: Annotated[Optional[datetime], typer.Option("--before", help="Forget events before this time (UTC).")]
+    item: Annotated[str | None, typer.Option("--item", help="Forget every event of this item id.")] = None,
+    before: Annotated[datetime | None, typer.Option("--before", help="Forget events before this time (UTC).")]
     = None,
     everything: Annotated[bool, typer.Option("--everything", help="Forget all events.")] = False,
     as_json: JsonOpt = False,
@@ -99,7 +99,7 @@ def forget(
     if item is None and before is None and not everything:
         raise typer.BadParameter("say what to forget: --item ID, --before TIME or --everything")
     if before is not None and before.tzinfo is None:
-        before = before.replace(tzinfo=timezone.utc)
+        before = before.replace(tzinfo=UTC)
     with _open(store, key_file, passphrase_env) as tracker:
         removed = tracker.forget(item_id=item, before=before, everything=everything)
     if as_json:
@@ -113,7 +113,7 @@ def export(
     store: StoreOpt,
     key_file: KeyOpt = None,
     passphrase_env: PassOpt = None,
-    output: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here (mode 0600) instead of stdout.")]
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (mode 0600) instead of stdout.")]
     = None,
 ) -> None:
     """Export your own data (events, profile, predictions, shifts) as JSON."""
@@ -133,7 +133,7 @@ def import_history(
     key_file: KeyOpt = None,
     passphrase_env: PassOpt = None,
     browser: Annotated[str, typer.Option(help="auto, chrome, firefox or safari.")] = "auto",
-    rules: Annotated[Optional[Path], typer.Option(help="Your own category rules (JSON), merged over the defaults.")]
+    rules: Annotated[Path | None, typer.Option(help="Your own category rules (JSON), merged over the defaults.")]
     = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -129,7 +129,7 @@ class DecayedProfile:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DecayedProfile":
+    def from_dict(cls, data: dict[str, Any]) -> DecayedProfile:
         return cls(
             half_life_s=float(data["half_life_s"]),
             keep_reasons=int(data["keep_reasons"]),
@@ -167,5 +167,5 @@ class TransitionEstimate:
         return {"counts": self.counts, "last": list(self.last)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TransitionEstimate":
+    def from_dict(cls, data: dict[str, Any]) -> TransitionEstimate:
         return cls(counts={k: dict(v) for k, v in data["counts"].items()}, last=tuple(data["last"]))

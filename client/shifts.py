@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
 from vane.shared.errors import ConfigError
 
 
@@ -212,7 +211,7 @@ class ShiftDetector:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ShiftDetector":
+    def from_dict(cls, data: dict[str, Any]) -> ShiftDetector:
         data = dict(data)
         shifts = [
             Shift(**{**s, "from_categories": tuple(s["from_categories"]), "to_categories": tuple(s["to_categories"])})

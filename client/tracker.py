@@ -25,20 +25,20 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
-from vane.client.profile import DecayedProfile, InterestProfile, CategoryInterest, TransitionEstimate
+from vane.client.profile import CategoryInterest, DecayedProfile, InterestProfile, TransitionEstimate
 from vane.client.runtime import LiteModel
 from vane.client.runtime import Prediction as Prediction_
 from vane.client.shifts import Shift, ShiftDetector
 from vane.client.store import EventStore
 from vane.shared.errors import ConfigError, EventValidationError, SpecMismatchError, TaxonomyError
 from vane.shared.events import OTHER, Event
-from vane.shared.features import Featurizer, Features, make_windows, pad_batch
+from vane.shared.features import Features, Featurizer, make_windows, pad_batch
 from vane.shared.metrics import RankingAccumulator, classification_report
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
@@ -144,7 +144,7 @@ class _Personal:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "_Personal":
+    def from_dict(cls, data: dict[str, Any]) -> _Personal:
         return cls(
             profile=DecayedProfile.from_dict(data["profile"]),
             detector=ShiftDetector.from_dict(data["detector"]),
@@ -234,7 +234,7 @@ class InterestTracker:
         mix: Mix | None = None,
         shift_detector: Mapping[str, float] | None = None,
         **store_options: Any,
-    ) -> "InterestTracker":
+    ) -> InterestTracker:
         """Open (or create) the tracker whose encrypted store is ``path``.
 
         Parameters
@@ -267,7 +267,7 @@ class InterestTracker:
     @classmethod
     def _from_store(cls, store: EventStore, model: bytes | str | os.PathLike[str] | None,
                     taxonomy: Taxonomy | str | os.PathLike[str] | None, model_version: str | None,
-                    half_life_s: float, mix: Mix, detector_config: Mapping[str, float]) -> "InterestTracker":
+                    half_life_s: float, mix: Mix, detector_config: Mapping[str, float]) -> InterestTracker:
         tax = cls._resolve_taxonomy(store, taxonomy)
         blob: bytes | None
         if model is None:
@@ -478,7 +478,7 @@ class InterestTracker:
             finally:
                 self._store.close()
 
-    def __enter__(self) -> "InterestTracker":
+    def __enter__(self) -> InterestTracker:
         return self
 
     def __exit__(self, *exc: object) -> None:

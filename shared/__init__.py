@@ -17,24 +17,24 @@ from vane.shared.errors import (
     WeightsError,
 )
 from vane.shared.events import KINDS, OTHER, Event
-from vane.shared.features import Featurizer, Features, TrainingBatch
+from vane.shared.features import Features, Featurizer, TrainingBatch
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights, num_weights, weight_layout
 
 __all__ = [
+    "KINDS",
+    "OTHER",
     "ConfigError",
     "DatasetError",
     "Event",
     "EventValidationError",
-    "Featurizer",
     "Features",
+    "Featurizer",
     "HistoryImportError",
-    "KINDS",
     "KeyFileError",
     "ModelError",
     "ModelSpec",
-    "OTHER",
     "PrivacyConfigError",
     "SpecError",
     "SpecMismatchError",
@@ -45,6 +45,7 @@ __all__ = [
     "TrainingBatch",
     "VaneError",
     "Weights",
+    "WeightsError",
     "num_weights",
     "weight_layout",
 ]

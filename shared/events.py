@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from vane.shared.errors import EventValidationError
 
@@ -58,13 +59,13 @@ def _check_timestamp(value: object) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise EventValidationError("timestamp", value, "a timezone-aware datetime")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     if isinstance(value, bool):
         raise EventValidationError("timestamp", value, "an aware datetime, ISO-8601 string or Unix seconds")
     if isinstance(value, (int, float)):
         if not math.isfinite(value) or not (0 <= value < 32503680000):
             raise EventValidationError("timestamp", value, "Unix seconds between 1970 and 3000")
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return datetime.fromtimestamp(float(value), tz=UTC)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -129,7 +130,7 @@ class Event:
         kind: object = "view",
         title: object = None,
         dwell_s: object = None,
-    ) -> "Event":
+    ) -> Event:
         """Validate every field and build an event.
 
         Raises
@@ -180,7 +181,7 @@ class Event:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Event":
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
         """Validate and build an event from a dict such as :meth:`to_dict` gives."""
         if not isinstance(data, Mapping):
             raise EventValidationError("event", data, "a mapping of event fields")
@@ -204,7 +205,7 @@ class Event:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Event":
+    def from_json(cls, text: str | bytes) -> Event:
         """Parse and validate an event from JSON."""
         try:
             data = json.loads(text)

@@ -16,11 +16,10 @@ occur in the next ``intensity_horizon`` events (``intensity``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
-
 from vane.shared.events import KINDS, Event
 from vane.shared.hashing import item_bucket, token_ids
 from vane.shared.spec import ModelSpec
@@ -43,13 +42,12 @@ class Features:
     def __len__(self) -> int:
         return int(self.item.shape[0])
 
-    def rows(self, start: int, stop: int) -> "Features":
-        return Features(
-            self.cats[start:stop], self.item[start:stop], self.tokens[start:stop], self.gap[start:stop], self.kind[start:stop]
-        )
+    def rows(self, start: int, stop: int) -> Features:
+        rows = slice(start, stop)
+        return Features(self.cats[rows], self.item[rows], self.tokens[rows], self.gap[rows], self.kind[rows])
 
     @classmethod
-    def concat(cls, parts: Sequence["Features"]) -> "Features":
+    def concat(cls, parts: Sequence[Features]) -> Features:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("cats", "item", "tokens", "gap", "kind")))
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from vane.shared.errors import SpecError
 
@@ -75,14 +76,16 @@ class ModelSpec:
             if f.type in ("int", int):
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise SpecError(f"ModelSpec.{f.name} is {value!r}; expected an integer")
-                lower = 0 if f.name == "seed" else (2 if f.name.endswith("buckets") or f.name == "num_categories" else 1)
+                at_least_two = f.name.endswith("buckets") or f.name == "num_categories"
+                lower = 0 if f.name == "seed" else (2 if at_least_two else 1)
                 if value < lower:
                     raise SpecError(f"ModelSpec.{f.name} is {value!r}; expected an integer >= {lower}")
         if self.optimizer not in OPTIMIZERS:
             raise SpecError(f"ModelSpec.optimizer is {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         for name in ("learning_rate", "intensity_weight"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0) or value == float("inf"):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not (value >= 0) or value == float("inf"):
                 raise SpecError(f"ModelSpec.{name} is {value!r}; expected a finite number >= 0")
         if self.learning_rate == 0:
             raise SpecError("ModelSpec.learning_rate is 0; expected a positive number")
@@ -91,7 +94,7 @@ class ModelSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         if not isinstance(data, Mapping):
             raise SpecError(f"a ModelSpec must be a mapping of fields; got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
@@ -117,7 +120,7 @@ class ModelSpec:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelSpec":
+    def load(cls, path: str | Path) -> ModelSpec:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from vane.shared.errors import TaxonomyError
 from vane.shared.events import OTHER
@@ -27,7 +27,7 @@ class Taxonomy:
         Category names in index order, without ``other`` (it is added first).
     """
 
-    __slots__ = ("_names", "_index", "_version")
+    __slots__ = ("_index", "_names", "_version")
 
     def __init__(self, categories: Sequence[str]) -> None:
         names = [OTHER]
@@ -45,7 +45,7 @@ class Taxonomy:
         self._version = digest[:16]
 
     @classmethod
-    def from_counts(cls, counts: Counter[str] | dict[str, int], max_size: int = 256) -> "Taxonomy":
+    def from_counts(cls, counts: Counter[str] | dict[str, int], max_size: int = 256) -> Taxonomy:
         """The ``max_size - 1`` most frequent categories (ties by name), plus ``other``."""
         if max_size < 2:
             raise TaxonomyError(f"max_size is {max_size}; expected at least 2")
@@ -53,7 +53,7 @@ class Taxonomy:
         return cls([c for _, c in ranked[: max_size - 1]])
 
     @classmethod
-    def from_events(cls, categories: Iterable[Iterable[str]], max_size: int = 256) -> "Taxonomy":
+    def from_events(cls, categories: Iterable[Iterable[str]], max_size: int = 256) -> Taxonomy:
         """Build from the category lists of many events."""
         counts: Counter[str] = Counter()
         for cats in categories:
@@ -106,7 +106,7 @@ class Taxonomy:
         return {"format": TAXONOMY_FORMAT, "version": self._version, "categories": list(self._names[1:])}
 
     @classmethod
-    def from_dict(cls, data: object) -> "Taxonomy":
+    def from_dict(cls, data: object) -> Taxonomy:
         if not isinstance(data, dict) or data.get("format") != TAXONOMY_FORMAT:
             raise TaxonomyError(f"not a Vane taxonomy: expected a JSON object with format {TAXONOMY_FORMAT!r}")
         cats = data.get("categories")
@@ -127,7 +127,7 @@ class Taxonomy:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Taxonomy":
+    def load(cls, path: str | Path) -> Taxonomy:
         """Read a taxonomy written by :meth:`save`."""
         path = Path(path)
         try:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from vane.shared.errors import SpecMismatchError, WeightsError
 from vane.shared.events import KINDS
 from vane.shared.spec import ModelSpec
@@ -65,7 +64,7 @@ class Weights:
     flat: np.ndarray
 
     @classmethod
-    def from_flat(cls, spec: ModelSpec, flat: np.ndarray) -> "Weights":
+    def from_flat(cls, spec: ModelSpec, flat: np.ndarray) -> Weights:
         arr = np.asarray(flat)
         if arr.ndim != 1 or arr.dtype.kind != "f":
             raise WeightsError(f"weights must be a 1-D float vector; got shape {arr.shape} dtype {arr.dtype}")
@@ -80,7 +79,7 @@ class Weights:
         return cls(spec.hash, arr.astype(np.float32, copy=True))
 
     @classmethod
-    def from_named(cls, spec: ModelSpec, arrays: dict[str, np.ndarray]) -> "Weights":
+    def from_named(cls, spec: ModelSpec, arrays: dict[str, np.ndarray]) -> Weights:
         parts = []
         for name, shape in weight_layout(spec):
             if name not in arrays:
@@ -111,7 +110,7 @@ class Weights:
         return _MAGIC + struct.pack("<I", len(header)) + header + body + hashlib.sha256(body).digest()
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "Weights":
+    def from_bytes(cls, blob: bytes) -> Weights:
         if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 4:
             raise WeightsError("not a Vane weights file (bad magic)")
         (hlen,) = struct.unpack_from("<I", blob, len(_MAGIC))
@@ -134,7 +133,7 @@ class Weights:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Weights":
+    def load(cls, path: str | Path) -> Weights:
         try:
             return cls.from_bytes(Path(path).read_bytes())
         except FileNotFoundError:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,10 @@ TARGETS = {
 
 def _events(n: int, categories: list[str], seed: int = 0) -> list[Any]:
     import numpy as np
-
     from vane.shared.events import Event
 
     rng = np.random.default_rng(seed)
-    t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
     out = []
     for i in range(n):
         cat = categories[int(rng.zipf(1.6)) % len(categories)]

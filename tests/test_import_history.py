@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from vane.client.history import read_history
 from vane.client.tracker import InterestTracker
 from vane.shared.errors import HistoryImportError
@@ -81,7 +80,7 @@ def test_non_history_sqlite_file_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT)")
     tracker = open_tracker(tmp_path)
-    with pytest.raises(HistoryImportError, match="notes.sqlite"):
+    with pytest.raises(HistoryImportError, match=r"notes\.sqlite"):
         tracker.import_history(other)
     assert tracker.store.count() == 0
     tracker.close()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-
 from vane.shared import (
     Event,
     EventValidationError,
@@ -30,7 +29,7 @@ from vane.shared.features import make_windows, pad_batch
 from vane.shared.hashing import item_bucket, stable_hash, token_buckets, tokenize
 from vane.shared.timegap import gap_bucket
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def ev(item: str = "i1", cats: object = ("sports",), dt: float = 0.0, **kw: object) -> Event:
@@ -98,7 +97,7 @@ def test_unknown_field_in_dict_is_rejected() -> None:
 def test_timestamps_normalise_to_utc() -> None:
     cet = timezone(timedelta(hours=1))
     event = Event.create(item_id="x", timestamp=datetime(2024, 1, 1, 13, tzinfo=cet))
-    assert event.timestamp == datetime(2024, 1, 1, 12, tzinfo=timezone.utc)
+    assert event.timestamp == datetime(2024, 1, 1, 12, tzinfo=UTC)
     assert Event.create(item_id="x", timestamp=0).timestamp.year == 1970
     assert Event.create(item_id="x", timestamp="2024-01-01T12:00:00Z").timestamp.hour == 12
 

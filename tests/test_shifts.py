@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from vane.client.shifts import ShiftDetector, js_divergence
 from vane.shared.errors import ConfigError
 

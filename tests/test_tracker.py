@@ -5,16 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from vane.client.tracker import InterestTracker
 from vane.shared import Event, EventValidationError, Featurizer, Taxonomy
 
-T0 = datetime(2024, 3, 1, 8, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
 NAMES = ["sports", "news", "food", "travel", "music", "films", "games"]
 
 
