@@ -62,6 +62,8 @@ class Mix:
     recent: float = 0.25
     profile: float = 0.1
     transitions: float = 0.1
+    #: The last event's own categories (a repeat-last prior); 0 leaves them to the other sources.
+    last: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -507,6 +509,9 @@ class InterestTracker:
         model = self._model_distribution(personal, interest)
         mix = self._mix
         parts = [(mix.recent, recent), (mix.profile, shares), (mix.transitions, transitions)]
+        if mix.last > 0 and personal.transitions.last:
+            last = personal.transitions.last
+            parts.append((mix.last, {cat: 1.0 / len(last) for cat in last}))
         if model:
             parts.insert(0, (mix.model, model))
         return _blend(parts), ("model+profile" if model else "profile")
