@@ -72,7 +72,7 @@ POPULARITY_BONUS = 1e-6
 RECENCY_HALF_LIFE_EVENTS = 20.0
 
 #: Component order of the tracker's blend (see ``InterestTracker._next_distribution``).
-MIX_FIELDS = ("model", "recent", "profile", "transitions")
+MIX_FIELDS = ("model", "recent", "profile", "transitions", "last")
 
 
 @dataclass
@@ -312,14 +312,14 @@ def evaluate_baseline(
 # --- the tracker's blend in compact form ----------------------------------------------------------
 @dataclass
 class BlendCase:
-    """The four distributions the tracker blends for one event, over their union of categories.
+    """The five distributions the tracker blends for one event, over their union of categories.
 
     ``keys`` are sorted by name, so a tie in score goes to the earlier key, as the tracker's ranking does.
     """
 
     keys: list[str]
-    components: np.ndarray  # (4, K) float64, in MIX_FIELDS order
-    present: np.ndarray  # (4,) bool: the component is non-empty
+    components: np.ndarray  # (5, K) float64, in MIX_FIELDS order
+    present: np.ndarray  # (5,) bool: the component is non-empty
     targets: list[int]  # indices of the event's categories (other excluded) in keys
 
     @classmethod
@@ -372,7 +372,7 @@ def _case_tensor(cases: Sequence[BlendCase]) -> tuple[np.ndarray, np.ndarray, np
 def mix_grid(step: float = 0.1) -> list[tuple[float, ...]]:
     """Weights on the simplex with resolution ``step`` (only ratios matter: the blend renormalises)."""
     n = round(1 / step)
-    return [tuple(round(v * step, 6) for v in combo) for combo in itertools.product(range(n + 1), repeat=4)
+    return [tuple(round(v * step, 6) for v in combo) for combo in itertools.product(range(n + 1), repeat=len(MIX_FIELDS))
             if sum(combo) == n]
 
 
@@ -384,6 +384,7 @@ def tune_mix(cases: Sequence[BlendCase], grid: Sequence[tuple[float, ...]] | Non
     comps, present, mask = _case_tensor(cases)
     padded = comps < 0
     comps = np.where(padded, 0.0, comps)
+    positions = np.arange(comps.shape[2])[None, :]
     best_w, best_score = grid[0], -1.0
     for weights in grid:
         w = np.asarray(weights, dtype=np.float32)[None, :] * present
@@ -391,8 +392,10 @@ def tune_mix(cases: Sequence[BlendCase], grid: Sequence[tuple[float, ...]] | Non
         scores = np.einsum("ec,eck->ek", w / np.maximum(total, 1e-12), comps)
         scores[padded[:, 0, :]] = -1.0
         target = np.where(mask, scores, -np.inf).max(axis=1)
-        ranks = 1.0 + (scores > target[:, None]).sum(axis=1)
-        ranks = np.where(np.isfinite(target) & mask.any(axis=1), ranks, np.inf)
+        # Ties go to the earlier key (name order), exactly as the tracker ranks them.
+        first = np.argmax(mask & (scores == target[:, None]), axis=1)
+        ahead = (scores > target[:, None]) | ((scores == target[:, None]) & (positions < first[:, None]))
+        ranks = np.where(np.isfinite(target) & mask.any(axis=1), 1.0 + ahead.sum(axis=1), np.inf)
         objective = 0.5 * (float(np.mean(ranks <= 1)) + float(np.mean(1.0 / ranks)))
         if objective > best_score + 1e-12:
             best_w, best_score = weights, objective
@@ -414,7 +417,7 @@ def _collect_user(tracker: Any, history: Sequence[Event], n_train: int, test: Se
     """Replay one user through ``tracker``'s model and personal state, as the device does.
 
     The LSTM state runs over the whole sequence with the chunked ``infer`` the tracker uses for batches
-    (identical to stepping event by event). Before each validation and test event, the four distributions
+    (identical to stepping event by event). Before each validation and test event, the five distributions
     of ``InterestTracker._next_distribution`` are taken from the tracker itself.
     """
     from vane.client.tracker import _infer_sequence
@@ -430,7 +433,9 @@ def _collect_user(tracker: Any, history: Sequence[Event], n_train: int, test: Se
     for j in range(n_train, len(events)):
         recent, shares, transitions = personal.distributions()
         model_dist = tracker._model_distribution(personal, out.interest[j - 1])
-        case = BlendCase.from_dicts([model_dist, recent, shares, transitions], events[j].categories)
+        last = personal.transitions.last
+        last_dist = {cat: 1.0 / len(last) for cat in last}
+        case = BlendCase.from_dicts([model_dist, recent, shares, transitions, last_dist], events[j].categories)
         if j < len(history):
             run.val.append(case)
         else:
@@ -457,7 +462,7 @@ def _score_lstm(runs: Sequence[_UserRun], mix: Mapping[str, float], candidates: 
         for case, y_true, y_score in zip(run.test, run.intensity_true, run.intensity_score, strict=True):
             scores = case.blend(weights)
             collector.ranking.add_rank(case.rank(scores) if case.targets else float("inf"))
-            model_only.add_rank(case.rank(case.blend((1.0, 0.0, 0.0, 0.0))) if case.targets else float("inf"))
+            model_only.add_rank(case.rank(case.blend((1.0, 0.0, 0.0, 0.0, 0.0))) if case.targets else float("inf"))
             collector.intensity_true.append(y_true)
             collector.intensity_score.append(y_score)
             prob = dict(zip(case.keys, scores.tolist(), strict=True))
@@ -689,6 +694,9 @@ def _run_federation(split: Split, taxonomy: Taxonomy, spec: ModelSpec, blob: byt
         users, taxonomy, spec, rounds=config.rounds, fraction=config.fraction, out_dir=out,
         local_epochs=config.fed_local_epochs, learning_rate=config.client_learning_rate, seed=config.seed,
         model_blob=blob, num_cpus=config.num_cpus or os.cpu_count(), progress=False,
+        # The per-round check is a progress signal only (the reported metrics come afterwards, on test);
+        # about 100 devices keep it cheap on large populations.
+        fraction_evaluate=min(1.0, 100.0 / len(users)),
         # The devices hold only training events; keep just the newest one aside for the per-round check.
         server_config={"holdout-fraction": 0.0},
     )
