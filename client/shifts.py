@@ -59,19 +59,22 @@ class ShiftDetector:
     ----------
     short_half_life : float, default 8
         Events after which the short memory's weight of an event halves.
-    long_half_life : float, default 60
+    long_half_life : float, default 30
         The same for the long memory.
-    enter, exit : float, default 0.2 and 0.08
+    enter, exit : float, default 0.12 and 0.08
         JS divergence (bits) that opens a shift, and below which the next may open.
-    warmup : int, default 30
+    warmup : int, default 20
         Events before the first shift can be reported.
+
+    The defaults maximise shift-detection F1 (a report within 40 events after a true shift) on synthetic
+    validation populations (seeds 101 and 102, 100 users each; see ``vane.simulations.drift``).
     """
 
     short_half_life: float = 8.0
-    long_half_life: float = 60.0
-    enter: float = 0.2
+    long_half_life: float = 30.0
+    enter: float = 0.12
     exit: float = 0.08
-    warmup: int = 30
+    warmup: int = 20
     names: list[str] = field(default_factory=list)
     short_mass: list[float] = field(default_factory=list)
     long_mass: list[float] = field(default_factory=list)
