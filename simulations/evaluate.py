@@ -597,6 +597,25 @@ def _window_states(model: Any, users: list[tuple[Features, np.ndarray, np.ndarra
     return states
 
 
+def prepare(config: EvaluationConfig) -> tuple[Dataset, Split, Taxonomy]:
+    """The dataset, its per-user temporal split and the taxonomy of the training portion."""
+    dataset = load_for_evaluation(config)
+    split = temporal_split(dataset.users)
+    return dataset, split, train_taxonomy(split, config.taxonomy_size)
+
+
+_EXPORTS: dict[str, bytes] = {}
+
+
+def initial_export(spec: ModelSpec) -> bytes:
+    """The training export of the untrained model of ``spec``, converted once per process."""
+    if spec.hash not in _EXPORTS:
+        from vane.server.model import build_model, export_training_model
+
+        _EXPORTS[spec.hash] = export_training_model(build_model(spec))
+    return _EXPORTS[spec.hash]
+
+
 # --- the run --------------------------------------------------------------------------------------
 def run_evaluation(config: EvaluationConfig, out_dir: str | Path, progress: Callable[[str], None] | None = None
                    ) -> dict[str, Any]:
@@ -605,9 +624,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, progress: Call
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    dataset = load_for_evaluation(config)
-    split = temporal_split(dataset.users)
-    taxonomy = train_taxonomy(split, config.taxonomy_size)
+    dataset, split, taxonomy = prepare(config)
     spec = model_spec(config, taxonomy)
     featurizer = Featurizer(spec, taxonomy)
     candidates = sample_candidates(split, config.seed)
@@ -634,6 +651,12 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, progress: Call
     lstm = [m for m in config.methods if m in LSTM_METHODS]
     if lstm:
         _run_lstm_methods(lstm, config, split, taxonomy, spec, candidates, out, results, say)
+    if config.dataset == "synthetic":
+        from vane.simulations.drift import run_drift
+
+        t0 = time.perf_counter()
+        results["drift"] = run_drift(out, num_users=config.max_users or 200, seed=config.seed)
+        results["wall_seconds_drift"] = time.perf_counter() - t0
     results["total_wall_seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1), encoding="utf-8")
     from vane.simulations.report import write_report
@@ -646,11 +669,9 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, progress: Call
 def _run_lstm_methods(names: list[str], config: EvaluationConfig, split: Split, taxonomy: Taxonomy,
                       spec: ModelSpec, candidates: ItemCandidates, out: Path, results: dict[str, Any],
                       say: Callable[[str], None]) -> None:
-    from vane.server.model import build_model, export_training_model
-
     methods, walls = results["methods"], results["wall_seconds"]
     t0 = time.perf_counter()
-    blob = export_training_model(build_model(spec))
+    blob = initial_export(spec)
     export_s = time.perf_counter() - t0
     results["export_seconds"] = export_s
     with tempfile.TemporaryDirectory(prefix="vane-eval-") as tmp:

@@ -107,6 +107,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             lines.append(f"| {r['round']} | {_fmt(float(r.get('seconds') or 0.0))} | "
                          f"{_fmt(r.get('train', {}).get('train-loss'))} | "
                          + " | ".join(_fmt(ev.get(m)) for m in ROUND_METRICS) + " |")
+    if results.get("drift"):
+        from vane.simulations.drift import render_drift_markdown
+
+        lines += ["", render_drift_markdown(results["drift"]).rstrip(),
+                  f"Drift wall time {results.get('wall_seconds_drift', float('nan')):.1f} s; plot: drift.png."]
     lines += ["", f"Total wall time {results.get('total_wall_seconds', float('nan')):.1f} s."]
     return "\n".join(lines) + "\n"
 
@@ -167,4 +172,6 @@ def write_report(results: Mapping[str, Any], out: Path) -> list[Path]:
         paths.append(plot_methods(results["methods"], out / "metrics.png"))
     if results.get("federated_rounds"):
         paths.append(plot_rounds(results["federated_rounds"], out / "federated_rounds.png"))
+    if results.get("drift", {}).get("plot"):
+        paths.append(Path(results["drift"]["plot"]))
     return paths
