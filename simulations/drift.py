@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vane.client.profile import DecayedProfile
 from vane.client.shifts import ShiftDetector
 from vane.shared.errors import ConfigError
@@ -271,7 +270,8 @@ def render_drift_markdown(drift: Mapping[str, Any]) -> str:
         f"Shift detection (a report matches a true shift within {int(det['window_events'])} events after it): "
         f"precision {det['precision']:.3f}, recall {det['recall']:.3f}, F1 {det['f1']:.3f}, "
         f"mean delay {det['mean_delay_events']:.1f} events (median {det['median_delay_events']:.0f}); "
-        f"{int(det['matched'])} of {int(det['true_shifts'])} true shifts found, {int(det['reported_shifts'])} reported.",
+        f"{int(det['matched'])} of {int(det['true_shifts'])} true shifts found, "
+        f"{int(det['reported_shifts'])} reported.",
         f"Detector settings: {drift['config']['detector']}.",
     ]
     if drift.get("tuning"):

@@ -44,10 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vane.shared.errors import ConfigError
 from vane.shared.events import OTHER, Event
-from vane.shared.features import Featurizer, Features, make_windows, pad_batch
+from vane.shared.features import Features, Featurizer, make_windows, pad_batch
 from vane.shared.metrics import RankingAccumulator, classification_report, hit_rate_from_ranks, ndcg_from_ranks
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
@@ -186,7 +185,10 @@ class ItemCandidates:
 
 
 def sample_candidates(
-    split: Split, seed: int, num_candidates: int = NUM_CANDIDATES, catalogue: Mapping[str, Sequence[Event]] | None = None
+    split: Split,
+    seed: int,
+    num_candidates: int = NUM_CANDIDATES,
+    catalogue: Mapping[str, Sequence[Event]] | None = None,
 ) -> ItemCandidates:
     """The true item plus ``num_candidates - 1`` others drawn by training popularity, per test event."""
     catalogue = catalogue if catalogue is not None else {uid: split.history(uid) + split.test.get(uid, [])
@@ -372,11 +374,14 @@ def _case_tensor(cases: Sequence[BlendCase]) -> tuple[np.ndarray, np.ndarray, np
 def mix_grid(step: float = 0.1) -> list[tuple[float, ...]]:
     """Weights on the simplex with resolution ``step`` (only ratios matter: the blend renormalises)."""
     n = round(1 / step)
-    return [tuple(round(v * step, 6) for v in combo) for combo in itertools.product(range(n + 1), repeat=len(MIX_FIELDS))
+    combos = itertools.product(range(n + 1), repeat=len(MIX_FIELDS))
+    return [tuple(round(v * step, 6) for v in combo) for combo in combos
             if sum(combo) == n]
 
 
-def tune_mix(cases: Sequence[BlendCase], grid: Sequence[tuple[float, ...]] | None = None) -> tuple[dict[str, float], float]:
+def tune_mix(
+    cases: Sequence[BlendCase], grid: Sequence[tuple[float, ...]] | None = None
+) -> tuple[dict[str, float], float]:
     """The blend weights with the best mean of HR@1 and MRR on ``cases`` (validation events)."""
     grid = list(grid or mix_grid())
     if not cases:
@@ -466,7 +471,8 @@ def _score_lstm(runs: Sequence[_UserRun], mix: Mapping[str, float], candidates: 
             collector.intensity_true.append(y_true)
             collector.intensity_score.append(y_score)
             prob = dict(zip(case.keys, scores.tolist(), strict=True))
-            cand = [max(prob.get(c, 0.0) for c in candidates.categories[k]) for k in candidates.candidates[row].tolist()]
+            cand = [max(prob.get(c, 0.0) for c in candidates.categories[k])
+                    for k in candidates.candidates[row].tolist()]
             collector.item_ranks.append(sampled_item_rank(np.asarray(cand) + candidates.tie_break[row]))
             row += 1
     result = collector.result()
@@ -532,13 +538,17 @@ def evaluate_local_lstm(split: Split, taxonomy: Taxonomy, blob: bytes, config: E
 
 
 # --- centralised training -------------------------------------------------------------------------
-def _user_windows(featurizer: Featurizer, events: Sequence[Event]) -> tuple[Features, np.ndarray, np.ndarray, np.ndarray]:
+def _user_windows(
+    featurizer: Featurizer, events: Sequence[Event]
+) -> tuple[Features, np.ndarray, np.ndarray, np.ndarray]:
     feats = featurizer.encode(events)
     interest, intensity, valid = featurizer.targets(events)
     return make_windows(feats, interest, intensity, valid, featurizer.spec.window)
 
 
-def train_centralised(split: Split, taxonomy: Taxonomy, spec: ModelSpec, epochs: int, seed: int) -> tuple[Any, list[float]]:
+def train_centralised(
+    split: Split, taxonomy: Taxonomy, spec: ModelSpec, epochs: int, seed: int
+) -> tuple[Any, list[float]]:
     """TensorFlow training on every user's training windows pooled, carrying each user's LSTM state.
 
     As on the device (``train_local``), each window starts from the state the windows before it left;

@@ -54,7 +54,8 @@ def _targets_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
                          f"×{ratio:.3f} (target ≥ 1.05: {'met' if ratio >= 1.05 else 'not met'})")
     if fed and central and central.get("hr@1"):
         ratio = fed["hr@1"] / central["hr@1"]
-        lines.append(f"- federated ÷ centralised HR@1: {ratio:.3f} (target ≥ 0.95: {'met' if ratio >= 0.95 else 'not met'})")
+        verdict = "met" if ratio >= 0.95 else "not met"
+        lines.append(f"- federated ÷ centralised HR@1: {ratio:.3f} (target ≥ 0.95: {verdict})")
     return lines
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-
 from vane.shared.events import Event
 from vane.simulations.datasets import MOVIELENS_DIR, TAOBAO_PATH
 from vane.simulations.evaluate import (
@@ -78,7 +77,7 @@ def test_same_seed_gives_the_same_metrics_on_synthetic(tmp_path):
 
 @pytest.mark.parametrize("dataset", ["synthetic", "taobao", "movielens"])
 def test_no_test_event_precedes_any_training_event_of_its_user(dataset):
-    if dataset == "taobao" and not TAOBAO_PATH.exists() or dataset == "movielens" and not MOVIELENS_DIR.exists():
+    if (dataset == "taobao" and not TAOBAO_PATH.exists()) or (dataset == "movielens" and not MOVIELENS_DIR.exists()):
         pytest.skip("dataset missing")
     _, split, taxonomy = prepare(EvaluationConfig(dataset, max_users=60))
 
