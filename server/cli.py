@@ -39,3 +39,93 @@ def export_model(
         blob = export_training_model(model, out)
     kind = f"inference-only ({quantize or 'float32'})" if inference_only else "training"
     typer.echo(f"wrote {out}: {kind} model of spec {spec.hash}, {len(blob) / 1e6:.2f} MB")
+
+
+@server_app.command("models")
+def models_command(
+    registry: str = typer.Option(..., "--registry", help="Model registry directory (OUT/registry of a run)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the published model versions of a registry."""
+    import json
+
+    from vane.server.registry import ModelRegistry, versions_as_json
+
+    versions = ModelRegistry(registry).versions()
+    if as_json:
+        typer.echo(json.dumps(versions_as_json(versions), indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"model versions in {registry}")
+    for column in ("id", "round", "spec hash", "taxonomy", "hr@5", "ndcg@10", "train loss", "created at", "path"):
+        table.add_column(column)
+    for v in versions:
+        m = v.metrics
+        table.add_row(
+            v.id, str(v.round), v.spec_hash, v.taxonomy_version[:12],
+            f"{m['hr@5']:.4f}" if "hr@5" in m else "-", f"{m['ndcg@10']:.4f}" if "ndcg@10" in m else "-",
+            f"{m['train-loss']:.4f}" if "train-loss" in m else "-", v.created_at, v.path,
+        )
+    Console().print(table)
+
+
+@server_app.command("certs")
+def certs_command(
+    directory: str = typer.Argument(..., help="Where to write ca.crt, server.crt/key and supernode-N keys."),
+    host: list[str] = typer.Option(["localhost", "127.0.0.1"], "--host", help="SuperLink DNS name or IP (repeat)."),
+    supernodes: int = typer.Option(2, "--supernodes", help="SuperNode key pairs to create."),
+) -> None:
+    """Create a CA, a SuperLink TLS certificate and SuperNode authentication keys."""
+    from vane.server.certs import generate_deployment_keys
+
+    keys = generate_deployment_keys(directory, hosts=host, num_supernodes=supernodes)
+    typer.echo(f"CA certificate:      {keys.ca_cert}")
+    typer.echo(f"SuperLink cert/key:  {keys.server_cert} {keys.server_key}  (SAN: {', '.join(host)})")
+    for private, public in zip(keys.supernode_keys, keys.supernode_public_keys):
+        typer.echo(f"SuperNode key:       {private}  (register {public} with `flwr supernode register`)")
+
+
+@server_app.command("superlink")
+def superlink_command_cli(
+    certs: str = typer.Option(..., "--certs", help="Directory made by `vane server certs`."),
+    port: int = typer.Option(9093, "--port", help="HTTPS port of the Fleet, Control and Runtime APIs."),
+    database: str = typer.Option("superlink.db", "--database", help="SuperLink state database."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the command instead of running it."),
+) -> None:
+    """Run flower-superlink with TLS and SuperNode authentication."""
+    import os
+    import shlex
+
+    from vane.server.deploy import deployment_env, superlink_command
+
+    cmd = superlink_command(certs, port, database, host=host)
+    if dry_run:
+        typer.echo(shlex.join(cmd))
+        return
+    os.execvpe(cmd[0], cmd, deployment_env())
+
+
+@server_app.command("supernode")
+def supernode_command_cli(
+    superlink: str = typer.Option("127.0.0.1:9093", "--superlink", help="SuperLink host:port."),
+    ca_cert: str = typer.Option(..., "--ca", help="The CA certificate (ca.crt)."),
+    key: str = typer.Option(..., "--key", help="This SuperNode's private key (registered with flwr)."),
+    store: str = typer.Option(..., "--store", help="The encrypted Vane store of this device."),
+    key_file: str = typer.Option(..., "--key-file", help="The store's key file."),
+    port: int = typer.Option(9094, "--port", help="Port of this SuperNode's local API (one per node)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the command instead of running it."),
+) -> None:
+    """Run flower-supernode for one device store, authenticated with its key."""
+    import os
+    import shlex
+
+    from vane.server.deploy import deployment_env, supernode_command
+
+    cmd = supernode_command(superlink, ca_cert, key, store, key_file, port)
+    if dry_run:
+        typer.echo(shlex.join(cmd))
+        return
+    os.execvpe(cmd[0], cmd, deployment_env())
