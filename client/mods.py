@@ -1,0 +1,159 @@
+"""Privacy mods around the ClientApp: clipping for DP, and SecAgg+ masking.
+
+Both are inert unless the server's message asks for them, so every ClientApp
+carries them (:func:`privacy_mods`); the training code never sees them.
+
+``delta_clipping_mod``
+    When a train message's config holds Flower's ``clipping_norm`` (sent by
+    the client-side DP strategy wrappers), scale the reply's ``delta`` to
+    that L2 norm and report ``norm_bit`` (1 when it was clipped), which the
+    adaptive-clipping wrapper reads. Flower's own ``fixedclipping_mod`` clips
+    ``reply - global weights``; Vane replies with the delta itself, so the
+    origin is zero.
+
+``secure_aggregation_mod``
+    Vane's answer to the legacy SecAgg+ workflow
+    (:mod:`vane.server.secagg`). Legacy messages (``fitins.*`` /
+    ``evaluateins.*``) are translated by the ``flwr.compat`` record converters
+    into the Message-API form the ClientApp speaks, and replies back into
+    ``fitres`` / ``evaluateres``. Train messages that carry
+    ``secaggplus_configs`` pass through Flower's ``secaggplus_mod``, which
+    masks the reply. Before masking the delta is clipped element-wise to the
+    SecAgg+ ``clipping_range`` (the quantiser would clip anyway; doing it here
+    makes the aggregate exactly FedAvg of the clipped deltas) and
+    ``num-examples`` is capped at ``max_weight`` so that the weighted value
+    stays in range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp.typing import ClientAppCallable, Mod
+
+#: Keys Flower's DP wrappers use (flwr.supercore.differential_privacy).
+KEY_CLIPPING_NORM = "clipping_norm"
+KEY_NORM_BIT = "norm_bit"
+#: Keys of Flower's SecAgg+ records (flwr.common.secure_aggregation.secaggplus_constants).
+SECAGG_CONFIGS = "secaggplus_configs"
+SECAGG_STATE = "secaggplus_state"
+
+WEIGHTS_KEY = "weights"
+DELTA_KEY = "delta"
+NUM_EXAMPLES_KEY = "num-examples"
+
+
+def clip_l2(delta: np.ndarray, norm: float) -> tuple[np.ndarray, bool]:
+    """``delta`` scaled to L2 norm at most ``norm``; and whether it was scaled."""
+    current = float(np.linalg.norm(delta.astype(np.float64)))
+    if current <= norm or current == 0.0:
+        return delta, False
+    return (delta * (norm / current)).astype(delta.dtype), True
+
+
+def delta_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Clip the reply's ``delta`` to the ``clipping_norm`` the server sent (client-side DP)."""
+    if msg.metadata.message_type != "train" or "config" not in msg.content.config_records:
+        return call_next(msg, context)
+    norm = msg.content.config_records["config"].get(KEY_CLIPPING_NORM)
+    reply = call_next(msg, context)
+    if norm is None or not reply.has_content() or "arrays" not in reply.content.array_records:
+        return reply
+    arrays = reply.content.array_records["arrays"]
+    delta, clipped = clip_l2(arrays[DELTA_KEY].numpy(), float(norm))  # type: ignore[arg-type]
+    reply.content["arrays"] = ArrayRecord({DELTA_KEY: Array(delta)})
+    for metrics in reply.content.metric_records.values():
+        metrics[KEY_NORM_BIT] = float(clipped)
+    return reply
+
+
+# --- SecAg+ over the legacy workflow ------------------------------------------
+def _legacy_kind(content: RecordDict) -> str | None:
+    if "fitins.parameters" in content.array_records:
+        return "fit"
+    if "evaluateins.parameters" in content.array_records:
+        return "evaluate"
+    return None
+
+
+def _secagg_limits(context: Context) -> tuple[float, float]:
+    """(clipping_range, max_weight) that ``secaggplus_mod`` stored at its setup stage."""
+    state = context.state.config_records.get(SECAGG_STATE)
+    if state is None:
+        return np.inf, np.inf
+    return float(state.get("clipping_range", np.inf)), float(state.get("max_weight", np.inf))  # type: ignore[arg-type]
+
+
+def _legacy_to_message_api(msg: Message, kind: str) -> None:
+    from flwr.common import parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    ins: Any = (
+        compat.recorddict_to_fitins(msg.content, keep_input=True)
+        if kind == "fit"
+        else compat.recorddict_to_evaluateins(msg.content, keep_input=True)
+    )
+    flat = np.asarray(parameters_to_ndarrays(ins.parameters)[0], dtype=np.float32)
+    msg.content = RecordDict({"arrays": ArrayRecord({WEIGHTS_KEY: Array(flat)}), "config": ConfigRecord(ins.config)})
+
+
+def _metrics_of(reply: Message) -> dict[str, float]:
+    record: MetricRecord = next(iter(reply.content.metric_records.values()))
+    return {k: float(v) for k, v in record.items() if not isinstance(v, list)}
+
+
+def _fit_reply(reply: Message, context: Context) -> None:
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    clipping_range, max_weight = _secagg_limits(context)
+    delta = reply.content.array_records["arrays"][DELTA_KEY].numpy().astype(np.float32)
+    delta = np.clip(delta, -clipping_range, clipping_range)
+    metrics = _metrics_of(reply)
+    num_examples = int(min(metrics.pop(NUM_EXAMPLES_KEY), max_weight))
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([delta]), num_examples, metrics)  # type: ignore[arg-type]
+    reply.content = compat.fitres_to_recorddict(res, keep_input=False)
+
+
+def _evaluate_reply(reply: Message) -> None:
+    from flwr.common import Code, EvaluateRes, Status
+    from flwr.compat.common import recorddict_compat as compat
+
+    metrics = _metrics_of(reply)
+    num_examples = int(metrics.pop(NUM_EXAMPLES_KEY))
+    loss = 1.0 - metrics.get("ndcg@10", 0.0)
+    res = EvaluateRes(Status(Code.OK, ""), loss, num_examples, metrics)  # type: ignore[arg-type]
+    reply.content = compat.evaluateres_to_recorddict(res)
+
+
+def _legacy_adapter(call_next: ClientAppCallable) -> ClientAppCallable:
+    """Wrap the ClientApp so that it answers legacy fit/evaluate messages."""
+
+    def call(msg: Message, context: Context) -> Message:
+        kind = _legacy_kind(msg.content)
+        if kind is None:
+            return call_next(msg, context)
+        _legacy_to_message_api(msg, kind)
+        reply = call_next(msg, context)
+        if reply.has_content():
+            _fit_reply(reply, context) if kind == "fit" else _evaluate_reply(reply)
+        return reply
+
+    return call
+
+
+def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """SecAgg+ masking (Flower's ``secaggplus_mod``) for legacy-workflow messages; a no-op otherwise."""
+    adapted = _legacy_adapter(call_next)
+    if SECAGG_CONFIGS in msg.content.config_records:
+        from flwr.client.mod import secaggplus_mod
+
+        return secaggplus_mod(msg, context, adapted)
+    return adapted(msg, context)
+
+
+def privacy_mods() -> list[Mod]:
+    """The mods every Vane ClientApp carries, outermost first: SecAgg+ masks what clipping produced."""
+    return [secure_aggregation_mod, delta_clipping_mod]

@@ -1,0 +1,363 @@
+"""Client-level differential privacy for the delta-aggregating strategies.
+
+Clipping and noise use Flower's strategy wrappers from
+:mod:`flwr.serverapp.strategy`; accounting uses Flower's
+:class:`~flwr.serverapp.RdpAccountant` (the ``flwr[dp]`` extra, backed by
+``dp-accounting``). This module adds what Vane's *delta* protocol needs:
+
+- **zero origin**: clients send ``delta = local - global``, so the
+  server-side wrappers clip ``reply - 0`` rather than ``reply - global``;
+- **uniform weights**: the Gaussian noise ``z·C/n`` is calibrated to the
+  *unweighted* mean of ``n`` clipped updates, so every accepted update gets
+  weight 1 (``num-examples`` would let one large client dominate);
+- **accounting** of one sampled Gaussian release per round, ε reported at
+  ``dp-delta`` after every round and written into that round's log (and so
+  into ``results.json`` and the model registry);
+- **budget stop**: before a round, the ledger checks whether that round's ε
+  would exceed ``target-epsilon``; the run is cut to the rounds that fit.
+
+Sampling used in the accounting. Flower's FedAvg samples a fixed number of
+nodes without replacement. Flower's fixed-clipping accounting accepts only
+``NO_AMPLIFICATION`` (with FedAvg), and Vane uses that for every DP mode:
+ε never assumes amplification by sampling, so it is an upper bound whenever
+``fraction-train < 1`` and exact accounting of the Gaussian mechanism when all
+nodes train.
+
+run_config keys (defaults)
+    ``dp-mode`` "off" (or "server": the server clips each delta;
+    "client": each device clips its own delta in
+    :func:`vane.client.mods.delta_clipping_mod`),
+    ``noise-multiplier`` 0.0, ``clipping-norm`` 1.0 (the initial norm with
+    adaptive clipping), ``adaptive-clipping`` false,
+    ``target-clipped-quantile`` 0.5, ``clip-norm-lr`` 0.2,
+    ``dp-delta`` 1e-5, ``target-epsilon`` 0 (no limit),
+    ``population-size`` 0 (= ``min-available-nodes``), ``clipped-count-stddev`` 0
+    (= Flower's ``sampled/20``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideAdaptiveClipping,
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideAdaptiveClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+)
+
+from vane.server.strategies import NUM_EXAMPLES_KEY, WEIGHTS_KEY, DeltaAggregation
+from vane.shared.errors import PrivacyConfigError
+
+logger = logging.getLogger("vane.server")
+
+DP_MODES = ("off", "server", "client")
+#: Keys written into each round's train metrics (and the registry / results.json).
+EPSILON_KEY = "dp-epsilon"
+DELTA_KEY = "dp-delta"
+CLIPPING_NORM_KEY = "dp-clipping-norm"
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Differential-privacy settings; the run_config key is the field name in kebab-case.
+
+    Parameters
+    ----------
+    dp_mode : {"off", "server", "client"}, default "off"
+    noise_multiplier : float, default 0.0
+        Gaussian noise std / clipping norm; 0 clips only (ε is infinite).
+    clipping_norm : float, default 1.0
+        L2 bound of each client's delta (initial bound with adaptive clipping).
+    adaptive_clipping : bool, default False
+        Andrew et al. geometric update of the clipping norm towards a quantile.
+    target_clipped_quantile : float, default 0.5
+    clip_norm_lr : float, default 0.2
+    dp_delta : float, default 1e-5
+        δ at which ε is reported; must be below 1/population.
+    target_epsilon : float, default 0.0
+        Stop before a round whose ε would exceed this; 0 means no limit.
+    population_size : int, default 0
+        Clients that could take part; 0 means ``min-available-nodes``.
+    clipped_count_stddev : float, default 0.0
+        Noise on the adaptive clipped count; 0 means Flower's ``sampled/20`` (must exceed noise-multiplier/2).
+    """
+
+    dp_mode: str = "off"
+    noise_multiplier: float = 0.0
+    clipping_norm: float = 1.0
+    adaptive_clipping: bool = False
+    target_clipped_quantile: float = 0.5
+    clip_norm_lr: float = 0.2
+    dp_delta: float = 1e-5
+    target_epsilon: float = 0.0
+    population_size: int = 0
+    clipped_count_stddev: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.dp_mode != "off"
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any], population: int | None = None) -> PrivacySettings:
+        """Read and validate; ``population`` fills ``population-size`` when that is 0."""
+        from vane.server.app import _coerce
+
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = f.name.replace("_", "-")
+            if key in run_config:
+                values[f.name] = _coerce(key, run_config[key], type(getattr(cls(), f.name)))
+        if not values.get("population_size") and population:
+            values["population_size"] = int(population)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`PrivacyConfigError` naming the key, its value and what is expected."""
+        if self.dp_mode not in DP_MODES:
+            raise PrivacyConfigError(f"run_config dp-mode is {self.dp_mode!r}; expected one of {', '.join(DP_MODES)}")
+        if not self.clipping_norm > 0:
+            raise PrivacyConfigError(f"run_config clipping-norm is {self.clipping_norm}; expected a value > 0")
+        if self.noise_multiplier < 0:
+            raise PrivacyConfigError(f"run_config noise-multiplier is {self.noise_multiplier}; expected >= 0")
+        if self.target_epsilon < 0:
+            raise PrivacyConfigError(f"run_config target-epsilon is {self.target_epsilon}; expected >= 0 (0 = none)")
+        if not 0 <= self.target_clipped_quantile <= 1 or self.clip_norm_lr <= 0:
+            raise PrivacyConfigError("run_config target-clipped-quantile must be in [0, 1] and clip-norm-lr > 0")
+        if not self.enabled:
+            return
+        if self.population_size < 1:
+            raise PrivacyConfigError(f"run_config population-size is {self.population_size}; expected >= 1")
+        if not 0 < self.dp_delta < 1.0 / self.population_size:
+            raise PrivacyConfigError(
+                f"run_config dp-delta is {self.dp_delta}; expected 0 < delta < 1/population = "
+                f"{1.0 / self.population_size:.3g} (a larger delta allows releasing one client's data outright)"
+            )
+        if self.target_epsilon > 0 and self.noise_multiplier == 0:
+            raise PrivacyConfigError("run_config target-epsilon is set but noise-multiplier is 0 (ε is infinite)")
+
+
+class PrivacyLedger:
+    """One sampled Gaussian release per round, composed in Flower's RdpAccountant."""
+
+    def __init__(self, settings: PrivacySettings, sample_size: int) -> None:
+        from flwr.serverapp import (
+            GaussianPrivacyEvent,
+            NeighboringRelation,
+            PrivacyConfig,
+            RdpAccountant,
+            SamplingMethod,
+        )
+
+        self.settings = settings
+        self.sample_size = min(sample_size, settings.population_size)
+        self.rounds = 0
+        self._accountant: Any = None
+        self._event: Any = None
+        if settings.noise_multiplier > 0:
+            config = PrivacyConfig(
+                target_delta=settings.dp_delta,
+                population_size=settings.population_size,
+                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                sampling_method=SamplingMethod.NO_AMPLIFICATION,
+                max_epsilon=settings.target_epsilon or None,
+            )
+            self._accountant = RdpAccountant(config)
+            self._event = GaussianPrivacyEvent(
+                noise_multiplier=settings.noise_multiplier,
+                sample_size=self.sample_size,
+                population_size=settings.population_size,
+            )
+
+    @property
+    def epsilon(self) -> float:
+        """ε spent so far at ``dp-delta`` (0 before any round, infinite without noise)."""
+        if self.rounds == 0:
+            return 0.0
+        if self._accountant is None:
+            return math.inf
+        return float(self._accountant.get_epsilon(self.settings.dp_delta))
+
+    def would_exceed(self, count: int = 1) -> bool:
+        """Whether ``count`` more rounds would push ε above ``target-epsilon``."""
+        if not self.settings.target_epsilon:
+            return False
+        if self._accountant is None:
+            return True
+        return bool(self._accountant.would_exceed(self._event, self.settings.target_epsilon, count))
+
+    def record_round(self, count: int = 1) -> float:
+        """Compose ``count`` rounds; returns the new ε."""
+        if self._accountant is not None:
+            self._accountant.compose(self._event, count)
+        self.rounds += count
+        return self.epsilon
+
+    def affordable_rounds(self, wanted: int) -> int:
+        """How many of ``wanted`` further rounds fit in the budget (checked one round ahead each time)."""
+        if not self.settings.target_epsilon:
+            return wanted
+        n = 0
+        while n < wanted and not self.would_exceed(n + 1):
+            n += 1
+        return n
+
+    def epsilon_curve(self, rounds: int) -> list[float]:
+        """ε after 1..rounds rounds from now, without changing the ledger."""
+        if self._accountant is None:
+            return [math.inf] * rounds
+        state = self._accountant.state_dict()
+        out = []
+        for _ in range(rounds):
+            self._accountant.compose(self._event)
+            out.append(float(self._accountant.get_epsilon(self.settings.dp_delta)))
+        self._accountant.load_state_dict(state)
+        return out
+
+
+def sampled_clients(population: int, fraction_train: float, min_train_nodes: int) -> int:
+    """Nodes Flower's FedAvg samples per round (``int(n·fraction)``, at least ``min-train-nodes``)."""
+    return max(int(population * fraction_train), min_train_nodes)
+
+
+# --- strategy wrappers ---------------------------------------------------------
+class _DeltaPrivacy:
+    """Mixin placed before a Flower DP wrapper: zero origin, unit weights, accounting."""
+
+    strategy: Any
+    ledger: PrivacyLedger
+    clipping_norm: float
+    current_arrays: ArrayRecord
+
+    def __getattr__(self, name: str) -> Any:
+        # FederationRun reads ``rounds``, ``state_arrays`` ... of the delta strategy it built.
+        inner = self.__dict__.get("strategy")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        # Clients send deltas: the origin that server-side clipping subtracts is zero.
+        self.current_arrays = ArrayRecord({WEIGHTS_KEY: Array(np.zeros_like(arrays[WEIGHTS_KEY].numpy()))})
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = [_unit_weight(msg) for msg in replies]
+        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        rnd = server_round + self.strategy.round_offset
+        log = self.strategy.rounds.get(rnd)
+        if arrays is None:
+            logger.warning("round %d: no private release (a client failed or no update); ε unchanged", rnd)
+            return arrays, metrics
+        epsilon = self.ledger.record_round()
+        logger.info("round %d: ε = %.4f at δ = %g after %d rounds", rnd, epsilon, self.ledger.settings.dp_delta,
+                    self.ledger.rounds)
+        if log is not None:
+            log.train_metrics[EPSILON_KEY] = epsilon
+            log.train_metrics[DELTA_KEY] = self.ledger.settings.dp_delta
+            log.train_metrics[CLIPPING_NORM_KEY] = float(self.clipping_norm)
+        return arrays, metrics
+
+
+def _unit_weight(msg: Message) -> Message:
+    if msg.has_error() or not msg.has_content():
+        return msg
+    for record in msg.content.metric_records.values():
+        if NUM_EXAMPLES_KEY in record:
+            record[NUM_EXAMPLES_KEY] = 1.0
+    return msg
+
+
+class DeltaServerSideFixedClipping(_DeltaPrivacy, DifferentialPrivacyServerSideFixedClipping):
+    """Server clips each delta to ``clipping-norm`` and noises the mean."""
+
+
+class DeltaClientSideFixedClipping(_DeltaPrivacy, DifferentialPrivacyClientSideFixedClipping):
+    """Devices clip their deltas (``delta_clipping_mod``); the server noises the mean."""
+
+
+class DeltaServerSideAdaptiveClipping(_DeltaPrivacy, DifferentialPrivacyServerSideAdaptiveClipping):
+    """Server-side clipping with a clipping norm that tracks a quantile of the delta norms."""
+
+
+class DeltaClientSideAdaptiveClipping(_DeltaPrivacy, DifferentialPrivacyClientSideAdaptiveClipping):
+    """Device-side clipping (reporting ``norm_bit``) with an adaptive clipping norm."""
+
+
+def wrap_with_dp(strategy: DeltaAggregation, settings: PrivacySettings, ledger: PrivacyLedger) -> Any:
+    """The Flower DP wrapper for ``settings`` around a delta strategy (FedAvg only)."""
+    from vane.server.strategies import VaneFedAvg
+
+    if not isinstance(strategy, VaneFedAvg):
+        raise PrivacyConfigError(
+            f"dp-mode {settings.dp_mode!r} needs strategy 'fedavg': the noise is calibrated to a mean of "
+            f"clipped deltas; got {type(strategy).__name__}"
+        )
+    n = ledger.sample_size
+    wrapper: Any
+    if settings.adaptive_clipping:
+        kind = DeltaServerSideAdaptiveClipping if settings.dp_mode == "server" else DeltaClientSideAdaptiveClipping
+        try:
+            wrapper = kind(
+                strategy, settings.noise_multiplier, n,
+                initial_clipping_norm=settings.clipping_norm,
+                target_clipped_quantile=settings.target_clipped_quantile,
+                clip_norm_lr=settings.clip_norm_lr,
+                clipped_count_stddev=settings.clipped_count_stddev or None,
+            )
+        except ValueError as exc:  # Flower's check of the noise split between count and update
+            raise PrivacyConfigError(f"adaptive clipping with {n} sampled clients: {exc} "
+                                     "(run_config clipped-count-stddev)") from None
+    else:
+        fixed = DeltaServerSideFixedClipping if settings.dp_mode == "server" else DeltaClientSideFixedClipping
+        wrapper = fixed(strategy, settings.noise_multiplier, settings.clipping_norm, n)
+    wrapper.ledger = ledger
+    return wrapper
+
+
+def apply_privacy(run: Any, run_config: Mapping[str, Any]) -> PrivacySettings:
+    """Wrap ``run.strategy`` (a :class:`vane.server.app.FederationRun`) for DP and cut rounds to the budget.
+
+    Returns the validated settings (``dp-mode`` off leaves the run untouched).
+    """
+    from dataclasses import replace
+
+    s = run.settings
+    privacy = PrivacySettings.from_run_config(run_config, population=s.min_available_nodes)
+    if not privacy.enabled:
+        return privacy
+    ledger = PrivacyLedger(privacy, sampled_clients(privacy.population_size, s.fraction_train, s.min_train_nodes))
+    if run.start_round:
+        ledger.record_round(run.start_round)  # a resumed run has already spent these rounds
+    run.strategy = wrap_with_dp(run.strategy, privacy, ledger)
+    run.privacy_ledger = ledger
+    remaining = s.num_server_rounds - run.start_round
+    affordable = ledger.affordable_rounds(remaining)
+    if affordable == 0 and run.start_round == 0:
+        raise PrivacyConfigError(
+            f"run_config target-epsilon is {privacy.target_epsilon}, below the ε of a single round "
+            f"({ledger.epsilon_curve(1)[0]:.4g}); raise it or the noise-multiplier"
+        )
+    if affordable < remaining:
+        logger.warning(
+            "target-epsilon %.3g allows %d more round(s) of %d; stopping after round %d",
+            privacy.target_epsilon, affordable, remaining, run.start_round + affordable,
+        )
+        run.settings = replace(s, num_server_rounds=run.start_round + affordable)
+        run.budget_stop = {"planned-rounds": s.num_server_rounds, "rounds": run.start_round + affordable,
+                           "target-epsilon": privacy.target_epsilon}
+    return privacy

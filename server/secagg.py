@@ -1,0 +1,227 @@
+"""Secure aggregation (SecAgg+) of client deltas, on Flower's legacy workflow.
+
+In flwr 1.42 SecAgg+ runs only on the legacy workflow: a
+:class:`~flwr.server.LegacyContext` holding a legacy
+:class:`flwr.server.strategy.FedAvg`, driven by
+``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))``. The clients answer
+through :func:`vane.client.mods.secure_aggregation_mod` (Flower's
+``secaggplus_mod`` plus the ``flwr.compat`` record converters).
+
+The server only ever sees the masked sum: :class:`SecAggDeltaFedAvg`
+receives the unmasked *aggregate* delta, ``Σ w_i·d_i / Σ w_i`` with
+``w_i = num-examples`` quantised to ``max_weight``, and adds it to the global
+weights. Each client's delta is clipped element-wise to ``clipping_range``
+and quantised to ``quantization_range`` levels over
+``[-clipping_range, clipping_range]`` (stochastic rounding), so the aggregate
+differs from plain FedAvg of the clipped deltas by at most
+``k · 2·clipping_range / quantization_range / Σ (w_i / max_weight)`` per
+coordinate for ``k`` surviving clients (plus the rounding of the weights to
+``1/quantization_range``).
+
+Rounds survive dropouts after key sharing as long as at least
+``reconstruction-threshold`` clients of each share group remain.
+
+run_config keys (defaults)
+    ``secure-aggregation`` false, ``secagg-num-shares`` 1.0 (≤ 1: a fraction
+    of the sampled nodes; > 1: a count, at least 3),
+    ``secagg-reconstruction-threshold`` 0.67 (≤ 1: a fraction of the shares;
+    > 1: a count), ``secagg-clipping-range`` 8.0,
+    ``secagg-quantization-range`` 4194304, ``secagg-max-weight`` 1000.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context
+from flwr.serverapp import Grid
+
+from vane.server.strategies import MODEL_BLOB_KEY, MODEL_VERSION_KEY, WEIGHTS_KEY, RoundLog
+from vane.shared.errors import PrivacyConfigError
+
+logger = logging.getLogger("vane.server")
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """SecAgg+ settings; the run_config key is the field name in kebab-case (see the module docstring)."""
+
+    secure_aggregation: bool = False
+    secagg_num_shares: float = 1.0
+    secagg_reconstruction_threshold: float = 0.67
+    secagg_clipping_range: float = 8.0
+    secagg_quantization_range: int = 4194304
+    secagg_max_weight: float = 1000.0
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> SecAggSettings:
+        from vane.server.app import _coerce
+
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = f.name.replace("_", "-")
+            if key in run_config:
+                values[f.name] = _coerce(key, run_config[key], type(getattr(cls(), f.name)))
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        shares, threshold = self.secagg_num_shares, self.secagg_reconstruction_threshold
+        if shares <= 0 or (shares > 1 and (not float(shares).is_integer() or shares < 3)):
+            raise PrivacyConfigError(
+                f"run_config secagg-num-shares is {shares}; expected a fraction in (0, 1] or a count >= 3"
+            )
+        if threshold <= 0 or (threshold > 1 and not float(threshold).is_integer()):
+            raise PrivacyConfigError(
+                f"run_config secagg-reconstruction-threshold is {threshold}; expected a fraction in (0, 1] or a count"
+            )
+        if shares > 1 and threshold > shares:
+            raise PrivacyConfigError(
+                f"run_config secagg-reconstruction-threshold ({threshold}) exceeds secagg-num-shares ({shares})"
+            )
+        if self.secagg_clipping_range <= 0 or self.secagg_quantization_range < 2 or self.secagg_max_weight <= 0:
+            raise PrivacyConfigError(
+                "run_config secagg-clipping-range and secagg-max-weight must be > 0, secagg-quantization-range >= 2"
+            )
+
+    def workflow_args(self) -> dict[str, Any]:
+        """Arguments of :class:`flwr.server.workflow.SecAggPlusWorkflow`."""
+
+        def count_or_fraction(value: float) -> int | float:
+            return int(value) if value > 1 else float(value)
+
+        return {
+            "num_shares": count_or_fraction(self.secagg_num_shares),
+            "reconstruction_threshold": count_or_fraction(self.secagg_reconstruction_threshold),
+            "clipping_range": self.secagg_clipping_range,
+            "quantization_range": self.secagg_quantization_range,
+            "max_weight": self.secagg_max_weight,
+        }
+
+    def quantization_bound(self, weights: list[float]) -> float:
+        """Largest per-coordinate gap between the SecAgg+ aggregate and FedAvg, for these client weights."""
+        step = 2.0 * self.secagg_clipping_range / self.secagg_quantization_range
+        total = sum(min(w, self.secagg_max_weight) / self.secagg_max_weight for w in weights)
+        return len(weights) * step / total
+
+
+def _weighted_means(pairs: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:
+    total = sum(n for n, _ in pairs)
+    keys = set.intersection(*(set(m) for _, m in pairs)) if pairs else set()
+    return {k: float(sum(n * float(m[k]) for n, m in pairs) / total) for k in sorted(keys)} if total else {}
+
+
+def _make_strategy_class() -> type:
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+
+    class SecAggDeltaFedAvg(LegacyFedAvg):
+        """Legacy FedAvg whose aggregate is a *delta*, added to the global weights; logs like DeltaAggregation."""
+
+        def __init__(self, run: Any, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.run = run
+            self.rounds: dict[int, RoundLog] = {}
+            self.global_weights = np.asarray(run.bundle.weights.flat, dtype=np.float32)
+            self.last_aggregate: np.ndarray | None = None
+
+        def state_arrays(self) -> dict[str, np.ndarray]:
+            return {}
+
+        def _round(self, server_round: int) -> int:
+            return int(server_round + self.run.start_round)
+
+        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+            rnd = self._round(server_round)
+            self.rounds[rnd] = RoundLog(round=rnd, started=time.perf_counter())
+            self.global_weights = parameters_to_ndarrays(parameters)[0].astype(np.float32)
+            self.last_aggregate = None
+            return super().configure_fit(server_round, parameters, client_manager)
+
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            log = self.rounds.setdefault(self._round(server_round), RoundLog(round=self._round(server_round)))
+            log.aggregated_nodes = sorted(int(proxy.node_id) for proxy, _ in results)
+            for i, failure in enumerate(failures):
+                log.failed[-1 - i] = str(failure)[:500]
+            params, metrics = super().aggregate_fit(server_round, results, failures)
+            log.train_metrics = {k: float(v) for k, v in metrics.items()}
+            if params is None:
+                logger.warning("round %d: SecAgg+ produced no aggregate; the global model is unchanged", log.round)
+                return None, metrics
+            aggregate = parameters_to_ndarrays(params)[0].astype(np.float32)
+            self.last_aggregate = aggregate
+            new = self.global_weights + aggregate
+            if not np.all(np.isfinite(new)):
+                logger.error("round %d: the aggregate is not finite; the global model is unchanged", log.round)
+                return None, metrics
+            return ndarrays_to_parameters([new]), metrics
+
+        def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
+            rnd = self._round(server_round)
+            log = self.rounds.setdefault(rnd, RoundLog(round=rnd))
+            log.evaluate_metrics = _weighted_means([(r.num_examples, r.metrics) for _, r in results])
+            for i, failure in enumerate(failures):
+                log.evaluate_failed[-1 - i] = str(failure)[:500]
+            self.run._after_round(server_round, ArrayRecord({WEIGHTS_KEY: Array(self.global_weights_after())}))
+            return 1.0 - log.evaluate_metrics.get("ndcg@10", 0.0), log.evaluate_metrics
+
+        def global_weights_after(self) -> np.ndarray:
+            if self.last_aggregate is None:
+                return self.global_weights
+            return self.global_weights + self.last_aggregate
+
+    return SecAggDeltaFedAvg
+
+
+def _configs(run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    from vane.server.app import _evaluate_config, _train_config
+
+    train = dict(_train_config(run.settings, run.bundle))
+    evaluate = dict(_evaluate_config(run.settings, run.bundle))
+    # Legacy configs cannot tell which node has the model: every message carries it.
+    for config in (train, evaluate):
+        config[MODEL_VERSION_KEY] = run.bundle.version
+        config[MODEL_BLOB_KEY] = run.bundle.blob
+    return train, evaluate
+
+
+def run_secure(run: Any, grid: Grid, context: Context, secagg: SecAggSettings) -> Any:
+    """Run ``run`` (a :class:`vane.server.app.FederationRun`) with SecAgg+; returns its FederationOutcome."""
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    from vane.server.app import FederationOutcome
+    from vane.shared.weights import Weights
+
+    s = run.settings
+    remaining = s.num_server_rounds - run.start_round
+    if remaining <= 0:
+        return FederationOutcome(run.rounds, run.start_round, run.bundle.weights)
+    train, evaluate = _configs(run)
+    strategy = _make_strategy_class()(
+        run,
+        fraction_fit=s.fraction_train,
+        fraction_evaluate=s.fraction_evaluate,
+        min_fit_clients=max(s.min_train_nodes, 2),
+        min_evaluate_clients=s.min_evaluate_nodes,
+        min_available_clients=s.min_available_nodes,
+        initial_parameters=ndarrays_to_parameters([run.bundle.weights.flat]),
+        on_fit_config_fn=lambda rnd: {**train, "server-round": rnd + run.start_round},
+        on_evaluate_config_fn=lambda rnd: evaluate,
+        fit_metrics_aggregation_fn=_weighted_means,
+    )
+    run.strategy = strategy
+    legacy = LegacyContext(context, config=ServerConfig(num_rounds=remaining), strategy=strategy)
+    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(**secagg.workflow_args(), timeout=s.round_timeout))
+    logger.info("SecAgg+ run: %s", secagg.workflow_args())
+    workflow(grid, legacy)
+    final = Weights(run.bundle.spec.hash, strategy.global_weights_after())
+    done = max((r["round"] for r in run.rounds), default=run.start_round)
+    return FederationOutcome(run.rounds, done, final)
