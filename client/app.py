@@ -209,8 +209,10 @@ def evaluate_on_device(msg: Message, context: Context, sim_dir: str | Path | Non
 
 
 def build_client_app(sim_dir: str | Path | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
-    """A ClientApp; ``sim_dir`` points simulated nodes at their stores, ``mods`` wrap every call."""
-    app = ClientApp(mods=list(mods))
+    """A ClientApp; ``sim_dir`` points nodes at their stores; ``mods`` wrap every call, outside the privacy mods."""
+    from vane.client.mods import privacy_mods  # inert unless the server asks for clipping or SecAgg+
+
+    app = ClientApp(mods=[*mods, *privacy_mods()])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -337,7 +337,7 @@ class FederationRun:
             self.strategy.state_arrays(),
             {"model-version": self.bundle.version, "settings": self.settings.to_run_config()},
         )
-        metrics = {**{k if k.startswith("train-") else f"train-{k}": v for k, v in log.train_metrics.items()},
+        metrics = {**{k if k.startswith(("train-", "dp-")) else f"train-{k}": v for k, v in log.train_metrics.items()},
                    **log.evaluate_metrics}
         version = self.registry.publish(rnd, self.bundle.spec.hash, self.bundle.taxonomy.version, metrics, path)
         logger.info(
@@ -383,13 +383,30 @@ def build_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        settings = ServerSettings.from_run_config({**dict(context.run_config), **dict(overrides or {})})
+        run_config = {**dict(context.run_config), **dict(overrides or {})}
+        settings = ServerSettings.from_run_config(run_config)
         run = FederationRun(settings, spec, taxonomy, model_blob, on_round)
-        result = run.run(grid)
+        result = run_private(run, grid, context, run_config)
         if outcome is not None:
             outcome.append(result)
 
     return app
+
+
+def run_private(run: FederationRun, grid: Grid, context: Context, run_config: Mapping[str, Any]) -> FederationOutcome:
+    """Run with SecAgg+ (``secure-aggregation``) or with the DP wrapper that ``dp-mode`` asks for, or plainly."""
+    from vane.server.privacy import PrivacySettings, apply_privacy
+    from vane.server.secagg import SecAggSettings, run_secure
+
+    secagg = SecAggSettings.from_run_config(run_config)
+    if secagg.secure_aggregation:
+        if PrivacySettings.from_run_config(run_config, run.settings.min_available_nodes).enabled:
+            from vane.shared.errors import PrivacyConfigError
+
+            raise PrivacyConfigError("secure-aggregation with dp-mode is not supported yet; use one of them")
+        return run_secure(run, grid, context, secagg)
+    apply_privacy(run, run_config)
+    return run.run(grid)
 
 
 app = build_server_app()

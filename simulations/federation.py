@@ -238,6 +238,7 @@ def run_federated(
         **dict(server_config or {}),
     }
     settings = ServerSettings.from_run_config(overrides)  # validate before starting Ray
+    privacy_config = _privacy_config(overrides, len(users))
     outcome: list[FederationOutcome] = []
     started = time.perf_counter()
     with _RoundProgress(rounds, enabled=progress) as bar:
@@ -258,15 +259,28 @@ def run_federated(
         raise FederationError("the ServerApp did not finish; see the log above for the first error")
     result_rounds = outcome[0].rounds
     done = [r for r in result_rounds if r["round"] > 0]
-    if not done or max(r["round"] for r in done) < rounds:
+    if not done or max(r["round"] for r in done) < min(rounds, outcome[0].final_round):  # DP budget may stop early
         raise FederationError(f"the run completed {len(done)} of {rounds} rounds")
     empty = [r["round"] for r in done if not r["aggregated-nodes"]]
     if empty:
         raise FederationError(f"round(s) {empty} aggregated no client update: every client failed or was rejected")
-    config = {**settings.to_run_config(), "users": len(users), "wall-seconds": wall}
+    config = {**settings.to_run_config(), **privacy_config, "users": len(users), "wall-seconds": wall,
+              "completed-rounds": max(r["round"] for r in done)}
     results_path = _write_results(out, config, result_rounds)
     plots = write_plots(out, result_rounds)
     return FederationResult(out, config, result_rounds, outcome[0].weights, wall, results_path, plots)
+
+
+def _privacy_config(overrides: Mapping[str, Any], population: int) -> dict[str, Any]:
+    """Validated DP and SecAgg+ settings as run_config keys (raises PrivacyConfigError before Ray starts)."""
+    from dataclasses import asdict
+
+    from vane.server.privacy import PrivacySettings
+    from vane.server.secagg import SecAggSettings
+
+    privacy = PrivacySettings.from_run_config(overrides, population)
+    secagg = SecAggSettings.from_run_config(overrides)
+    return {k.replace("_", "-"): v for k, v in {**asdict(privacy), **asdict(secagg)}.items()}
 
 
 def _write_results(out: Path, config: dict[str, Any], rounds: list[dict[str, Any]]) -> Path:
