@@ -1,0 +1,101 @@
+"""The privacy audit: message audit (normal and deliberately leaky ClientApps) and the leakage attack."""
+
+from __future__ import annotations
+
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from vane.simulations.audit import MessageAudit, Needles, PrivacyLeakError, check_messages, summarise_messages
+
+from privacy_runs import as_flower_task, audit_report
+
+ITEM = "c08-i0026"
+NEEDLES = Needles(frozenset({ITEM, "Recovery sleep"}), frozenset({"health"}), (1.7e9, 1.71e9))
+
+
+def _train_message() -> Message:
+    content = RecordDict({"arrays": ArrayRecord(), "config": ConfigRecord({"local-epochs": 1, "taxonomy": "health"})})
+    return Message(content, dst_node_id=1, message_type="train")
+
+
+def _context() -> Context:
+    return Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
+
+
+def _replying(metrics: dict, config: dict | None = None):
+    def app(msg, context):
+        content = RecordDict({"metrics": MetricRecord({"num-examples": 10.0, **metrics})})
+        if config:
+            content["leak"] = ConfigRecord(config)
+        return Message(content, reply_to=msg)
+
+    return app
+
+
+def _audit(tmp_path, app):
+    mp = pytest.MonkeyPatch()
+    as_flower_task(mp)
+    log = tmp_path / "messages.jsonl"
+    MessageAudit(log, NEEDLES)(_train_message(), _context(), app)
+    mp.undo()
+    return log
+
+
+def test_clean_reply_passes_and_downlink_vocabulary_is_allowed(tmp_path):
+    summary = check_messages(_audit(tmp_path, _replying({"train-loss": 1.0})))
+    assert summary["passed"] and summary["messages"] == 2
+    rows = {r["direction"]: r for r in summary["table"]}
+    assert rows["client->server"]["metrics"] == ["metrics/num-examples", "metrics/train-loss"]
+    assert "config/taxonomy:str" in rows["server->client"]["configs"]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "config", "expected"),
+    [
+        ({f"hits-{ITEM}": 1.0}, None, ITEM),  # an item id in a metric name
+        ({}, {"note": f"liked {ITEM}"}, ITEM),  # an item id in a config value
+        ({}, {"blob": b"\x00\x01Recovery sleep\x02"}, "Recovery sleep"),  # a title in raw bytes
+        ({}, {"favourite": "health"}, "health"),  # a category name sent by the client
+        ({"last-seen": 1.705e9}, None, "timestamp"),  # a timestamp as a metric value
+    ],
+)
+def test_leaky_client_app_is_caught(tmp_path, metrics, config, expected):
+    log = _audit(tmp_path, _replying(metrics, config))
+    assert any(expected in f for entry in summarise_messages(log)["findings"] for f in entry["findings"])
+    with pytest.raises(PrivacyLeakError, match="client->server"):
+        check_messages(log)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    pytest.importorskip("ray")
+    return audit_report(str(tmp_path_factory.getbasetemp() / "privacy-shared"))[0]
+
+
+def _row(report, prefix):
+    return next(r for r in report["leakage"] if r["setting"].startswith(prefix))
+
+
+@pytest.mark.slow
+def test_simulated_runs_pass_the_message_audit(report):
+    assert report["passed"]
+    for run in report["messages"].values():
+        assert run["messages"] > 0 and run["findings"] == []
+    uplink = [r for r in report["messages"]["plain"]["table"] if r["direction"] == "client->server"]
+    train = next(r for r in uplink if r["type"] == "train")
+    assert len(train["arrays"]) == 1 and train["arrays"][0].startswith("arrays/delta:float32")
+
+
+@pytest.mark.slow
+def test_plain_fedavg_update_reveals_the_item_set(report):
+    plain = _row(report, "plain FedAvg")
+    assert plain["item precision"] >= 0.9 and plain["item recall"] >= 0.8
+    assert plain["category precision"] >= 0.9
+
+
+@pytest.mark.slow
+def test_secagg_precision_is_near_the_popularity_guess(report):
+    secagg, baseline = _row(report, "SecAgg+"), _row(report, "popularity guess")
+    plain = _row(report, "plain FedAvg")
+    assert secagg["item precision"] <= baseline["item precision"] + 0.15
+    assert secagg["item precision"] < plain["item precision"] - 0.3

@@ -1,0 +1,106 @@
+"""Client-level DP: settings validation, RDP accounting against dp-accounting, and the budget stop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vane.server.privacy import PrivacyLedger, PrivacySettings, sampled_clients
+from vane.shared.errors import PrivacyConfigError
+
+pytest.importorskip("dp_accounting")
+
+
+def _settings(**kw):
+    base = {"dp-mode": "server", "noise-multiplier": 1.0, "clipping-norm": 0.5, "dp-delta": 1e-5}
+    return PrivacySettings.from_run_config({**base, **kw}, population=100)
+
+
+def _independent_epsilon(noise: float, rounds: int, delta: float) -> float:
+    from dp_accounting import dp_event
+    from dp_accounting.rdp import RdpAccountant
+
+    accountant = RdpAccountant()  # add-or-remove-one, default orders
+    accountant.compose(dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(noise), rounds))
+    return accountant.get_epsilon(delta)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("clipping-norm", 0.0, "clipping-norm is 0.0"),
+        ("clipping-norm", -1.0, "clipping-norm is -1.0"),
+        ("noise-multiplier", -0.5, "noise-multiplier is -0.5"),
+        ("dp-delta", 0.01, "dp-delta is 0.01"),  # = 1/population
+        ("dp-delta", 0.5, "dp-delta is 0.5"),
+        ("dp-mode", "local", "dp-mode is 'local'"),
+    ],
+)
+def test_nonsensical_settings_are_refused_with_the_key_and_value(key, value, words):
+    with pytest.raises(PrivacyConfigError, match=words):
+        _settings(**{key: value})
+
+
+def test_dp_off_ignores_population_and_delta():
+    assert not PrivacySettings.from_run_config({"dp-delta": 0.5}).enabled
+
+
+def test_epsilon_grows_with_rounds_and_falls_with_noise():
+    low, high = PrivacyLedger(_settings(), 100), PrivacyLedger(_settings(**{"noise-multiplier": 2.0}), 100)
+    low_curve, high_curve = low.epsilon_curve(5), high.epsilon_curve(5)
+    assert all(a < b for a, b in zip(low_curve, low_curve[1:]))
+    assert all(h < lo for h, lo in zip(high_curve, low_curve))
+    assert low.rounds == 0 and low.epsilon == 0.0  # epsilon_curve leaves the ledger untouched
+
+
+@pytest.mark.parametrize(("noise", "rounds"), [(0.5, 1), (1.0, 3), (2.0, 10)])
+def test_epsilon_matches_an_independent_dp_accounting_computation(noise, rounds):
+    ledger = PrivacyLedger(_settings(**{"noise-multiplier": noise}), sampled_clients(100, 1.0, 2))
+    eps = ledger.record_round(rounds)
+    assert eps == pytest.approx(_independent_epsilon(noise, rounds, 1e-5), rel=1e-9)
+
+
+def test_no_noise_means_infinite_epsilon():
+    ledger = PrivacyLedger(_settings(**{"noise-multiplier": 0.0}), 100)
+    assert ledger.record_round() == float("inf")
+
+
+def test_affordable_rounds_stop_before_the_target_is_exceeded():
+    curve = PrivacyLedger(_settings(), 100).epsilon_curve(10)
+    target = (curve[3] + curve[4]) / 2  # four rounds fit, the fifth would exceed
+    ledger = PrivacyLedger(_settings(**{"target-epsilon": target}), 100)
+    assert ledger.affordable_rounds(10) == 4
+    assert ledger.affordable_rounds(3) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_dp_run_stops_before_target_epsilon_and_records_epsilon_per_round(tmp_path):
+    pytest.importorskip("ray")
+    from vane.server.model import export_training_model
+    from vane.shared.spec import ModelSpec
+    from vane.shared.taxonomy import Taxonomy
+    from vane.simulations.federation import run_federated
+    from vane.simulations.synthetic import SyntheticPopulation
+
+    users = 4
+    dp = {"dp-mode": "server", "noise-multiplier": 1.0, "clipping-norm": 0.5, "dp-delta": 1e-3}
+    curve = PrivacyLedger(PrivacySettings.from_run_config(dp, population=users), users).epsilon_curve(3)
+    target = (curve[1] + curve[2]) / 2  # two rounds fit, the third would exceed
+    pop = SyntheticPopulation(users, seed=3)
+    taxonomy = Taxonomy(pop.categories)
+    spec = ModelSpec(num_categories=len(taxonomy), item_buckets=512, token_buckets=256)
+    result = run_federated(
+        pop.users, taxonomy, spec, rounds=3, fraction=1.0, out_dir=tmp_path, local_epochs=1, learning_rate=0.02,
+        num_cpus=2, progress=False, model_blob=export_training_model(spec),
+        server_config={**dp, "target-epsilon": target, "evaluate-initial": False},
+    )
+    saved = json.loads(result.results_path.read_text())
+    eps = [r["train"]["dp-epsilon"] for r in saved["rounds"] if r["round"] > 0]
+    assert [r["round"] for r in saved["rounds"]] == [1, 2]
+    assert eps == pytest.approx(curve[:2], rel=1e-9)
+    assert max(eps) <= target
+    assert saved["config"]["target-epsilon"] == target and saved["config"]["completed-rounds"] == 2
+    registry = json.loads((tmp_path / "registry" / "registry.json").read_text())
+    assert [v["metrics"]["dp-epsilon"] for v in registry] == pytest.approx(curve[:2], rel=1e-9)
