@@ -21,9 +21,9 @@ from vane.simulations.evaluate import (
 )
 from vane.simulations.split import temporal_split
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)
 
-FAST = {"epochs": 1, "local_epochs": 2, "fed_local_epochs": 1, "rounds": 2, "num_cpus": 2}
+FAST = {"epochs": 1, "local_epochs": 1, "fed_local_epochs": 1, "rounds": 2, "num_cpus": 2}
 
 
 def _event(item: str, cat: str, t: int) -> Event:
@@ -41,7 +41,7 @@ def test_short_evaluation_on_real_slice_writes_every_output(tmp_path, dataset, p
     pytest.importorskip("tensorflow")
     if methods is None:
         pytest.importorskip("ray")
-    config = EvaluationConfig(dataset, max_users=30, **FAST, **({"methods": methods} if methods else {}))
+    config = EvaluationConfig(dataset, max_users=15, **FAST, **({"methods": methods} if methods else {}))
 
     results = run_evaluation(config, tmp_path)
 
