@@ -43,6 +43,21 @@ def spec_json(spec: ModelSpec) -> bytes:
     return json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+def _orthonormal_rows(a: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt on the rows of ``a`` with elementwise numpy only.
+
+    ``np.linalg.qr`` goes through multi-threaded LAPACK, which was seen to hang
+    when the ServerApp builds a model in Flower's server thread next to Ray.
+    """
+    rows: list[np.ndarray] = []
+    for row in a:
+        v = row.astype(np.float64)
+        for q in rows:
+            v = v - np.sum(v * q) * q
+        rows.append(v / np.sqrt(np.sum(v * v)))
+    return np.stack(rows)
+
+
 def initial_weights(spec: ModelSpec) -> dict[str, np.ndarray]:
     """Seeded starting values for every array of :func:`weight_layout`."""
     rng = np.random.default_rng(spec.seed)
@@ -52,8 +67,7 @@ def initial_weights(spec: ModelSpec) -> dict[str, np.ndarray]:
         if name.startswith("emb/"):
             value = rng.uniform(-0.05, 0.05, shape)
         elif name == "lstm/recurrent":
-            q, _ = np.linalg.qr(rng.normal(size=(4 * u, u)))
-            value = q.T
+            value = _orthonormal_rows(rng.normal(size=(u, 4 * u)))
         elif name == "lstm/bias":
             value = np.zeros(shape)
             value[u : 2 * u] = 1.0  # forget gate starts open
