@@ -212,11 +212,15 @@ class MessageAudit:
     def _capture(self, content: Any, pid: int, direction: str, stage: str) -> None:
         if self.capture_dir is None or content is None:
             return
+        from flwr.common import bytes_to_ndarray
+
         for name, rec in content.array_records.items():
             for key, arr in rec.items():
-                if arr.dtype.startswith("float") and len(arr.shape) == 1 and arr.shape[0] > 1000:
+                # Legacy (fitins/evaluateins) parameters travel as serialised bytes with no dtype.
+                value = bytes_to_ndarray(bytes(arr.data)) if name.endswith(".parameters") else arr.numpy()
+                if value.dtype.kind == "f" and value.ndim == 1 and value.shape[0] > 1000:
                     tag = f"{direction}-{name}-{key}".replace("/", "_").replace(".", "_")
-                    np.save(Path(self.capture_dir) / f"p{pid:05d}-{tag}.npy", arr.numpy())
+                    np.save(Path(self.capture_dir) / f"p{pid:05d}-{tag}.npy", value)
 
 
 def _secagg_stage(content: Any) -> str:
@@ -389,10 +393,29 @@ def _load_captures(capture_dir: Path, n: int, pattern: str) -> list[np.ndarray |
     return out
 
 
+def run_isolated(**kwargs: Any) -> Any:
+    """:func:`run_federated` in a fresh (spawned) process; returns its FederationResult.
+
+    A second Flower simulation in one process was seen to hang (its ServerApp thread
+    blocked inside numpy's OpenBLAS while building the initial weights), so every run
+    of the audit gets a process of its own.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_run_federated, kwargs).result()
+
+
+def _run_federated(kwargs: dict[str, Any]) -> Any:
+    from vane.simulations.federation import run_federated
+
+    return run_federated(**kwargs)
+
+
 def run_audit(out_dir: str | Path, config: AuditConfig | None = None, progress: Any = None) -> dict[str, Any]:
     """Message audit and leakage attack over a plain FedAvg round and a SecAgg+ round; writes audit.json/.md."""
     from vane.server.model import export_training_model
-    from vane.simulations.federation import run_federated
     from vane.simulations.synthetic import SyntheticPopulation
 
     cfg = config or AuditConfig()
@@ -423,13 +446,13 @@ def run_audit(out_dir: str | Path, config: AuditConfig | None = None, progress: 
         log = run_out / "messages.jsonl"
         log.unlink(missing_ok=True)
         mods = [MessageAudit(log, needles, capture), *extra_mods]
-        result = run_federated(pop.users, taxonomy, spec, out_dir=run_out, client_mods=mods,
-                               server_config=server_config, **common)
+        result = run_isolated(users=pop.users, taxonomy=taxonomy, spec=spec, out_dir=run_out, client_mods=mods,
+                              server_config=server_config, **common)
         runs[name] = {"result": result, "messages": summarise_messages(log), "capture": capture, "log": log}
     # plain FedAvg: every client's delta, as the server received it
     deltas = _load_captures(runs["plain"]["capture"], len(order), "out-arrays-delta")
     have = [i for i, d in enumerate(deltas) if d is not None]
-    d_plain = [deltas[i] for i in have]  # type: ignore[misc]
+    d_plain = [d for d in deltas if d is not None]
     t_plain = [truths[i] for i in have]
     leakage: list[dict[str, Any]] = []
 
@@ -497,7 +520,6 @@ def run_utility(out_dir: str | Path, users: int = 1000, noise: Sequence[float] =
                 progress: Any = None) -> list[dict[str, Any]]:
     """HR@5 and NDCG@10 of the federated model per noise multiplier, with the ε it reached (server-side DP)."""
     from vane.server.model import export_training_model
-    from vane.simulations.federation import run_federated
     from vane.simulations.synthetic import SyntheticPopulation
 
     say = progress or (lambda *_: None)
@@ -508,8 +530,9 @@ def run_utility(out_dir: str | Path, users: int = 1000, noise: Sequence[float] =
     rows = []
     for z in noise:
         say(f"utility run: {users} users, {rounds} rounds, noise multiplier {z}")
-        result = run_federated(
-            pop.users, taxonomy, spec, rounds=rounds, fraction=1.0, out_dir=Path(out_dir) / f"noise-{z}",
+        result = run_isolated(
+            users=pop.users, taxonomy=taxonomy, spec=spec, rounds=rounds, fraction=1.0,
+            out_dir=Path(out_dir) / f"noise-{z}",
             local_epochs=local_epochs, learning_rate=learning_rate, seed=seed, num_cpus=num_cpus, progress=False,
             model_blob=blob, fraction_evaluate=fraction_evaluate,
             server_config={"dp-mode": "server", "noise-multiplier": z, "clipping-norm": clipping_norm,

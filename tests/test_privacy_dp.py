@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -49,8 +50,8 @@ def test_dp_off_ignores_population_and_delta():
 def test_epsilon_grows_with_rounds_and_falls_with_noise():
     low, high = PrivacyLedger(_settings(), 100), PrivacyLedger(_settings(**{"noise-multiplier": 2.0}), 100)
     low_curve, high_curve = low.epsilon_curve(5), high.epsilon_curve(5)
-    assert all(a < b for a, b in zip(low_curve, low_curve[1:]))
-    assert all(h < lo for h, lo in zip(high_curve, low_curve))
+    assert all(a < b for a, b in itertools.pairwise(low_curve))
+    assert all(h < lo for h, lo in zip(high_curve, low_curve, strict=True))
     assert low.rounds == 0 and low.epsilon == 0.0  # epsilon_curve leaves the ledger untouched
 
 
@@ -81,7 +82,7 @@ def test_a_dp_run_stops_before_target_epsilon_and_records_epsilon_per_round(tmp_
     from vane.server.model import export_training_model
     from vane.shared.spec import ModelSpec
     from vane.shared.taxonomy import Taxonomy
-    from vane.simulations.federation import run_federated
+    from vane.simulations.audit import run_isolated
     from vane.simulations.synthetic import SyntheticPopulation
 
     users = 4
@@ -91,8 +92,9 @@ def test_a_dp_run_stops_before_target_epsilon_and_records_epsilon_per_round(tmp_
     pop = SyntheticPopulation(users, seed=3)
     taxonomy = Taxonomy(pop.categories)
     spec = ModelSpec(num_categories=len(taxonomy), item_buckets=512, token_buckets=256)
-    result = run_federated(
-        pop.users, taxonomy, spec, rounds=3, fraction=1.0, out_dir=tmp_path, local_epochs=1, learning_rate=0.02,
+    result = run_isolated(  # its own process: other tests in this session run simulations too
+        users=pop.users, taxonomy=taxonomy, spec=spec, rounds=3, fraction=1.0, out_dir=tmp_path, local_epochs=1,
+        learning_rate=0.02,
         num_cpus=2, progress=False, model_blob=export_training_model(spec),
         server_config={**dp, "target-epsilon": target, "evaluate-initial": False},
     )
