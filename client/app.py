@@ -42,7 +42,6 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
-
 from vane.client.tracker import InterestTracker, Mix
 from vane.shared.errors import ConfigError, SpecMismatchError
 from vane.shared.taxonomy import Taxonomy

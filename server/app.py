@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-
 from vane.server.checkpoint import CheckpointStore
 from vane.server.registry import ModelRegistry
 from vane.server.strategies import STRATEGIES, WEIGHTS_KEY, DeltaAggregation, RoundLog, make_strategy

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vane.shared.errors import ConfigError
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy

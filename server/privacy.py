@@ -52,7 +52,6 @@ from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideAdaptiveClipping,
     DifferentialPrivacyServerSideFixedClipping,
 )
-
 from vane.server.strategies import NUM_EXAMPLES_KEY, WEIGHTS_KEY, DeltaAggregation
 from vane.shared.errors import PrivacyConfigError
 

@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid
-
 from vane.server.strategies import MODEL_BLOB_KEY, MODEL_VERSION_KEY, WEIGHTS_KEY, RoundLog
 from vane.shared.errors import PrivacyConfigError
 
@@ -196,7 +195,6 @@ def run_secure(run: Any, grid: Grid, context: Context, secagg: SecAggSettings) -
     from flwr.common import ndarrays_to_parameters
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-
     from vane.server.app import FederationOutcome
     from vane.shared.weights import Weights
 

@@ -34,7 +34,6 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg, Krum
-
 from vane.shared.errors import ConfigError
 
 logger = logging.getLogger("vane.server")
@@ -187,7 +186,7 @@ class DeltaAggregation:
 
     def screen_replies(self, replies: list[Message], log: RoundLog) -> list[Message]:
         """Keep valid updates, rewritten as ``{"weights": delta}`` float32; log and drop the rest."""
-        assert self._global is not None  # noqa: S101 - set by configure_train, checked by the caller
+        assert self._global is not None
         accepted: list[tuple[str, Message]] = []
         for msg in replies:
             node = msg.metadata.src_node_id
@@ -213,7 +212,7 @@ class DeltaAggregation:
         return ordered
 
     def _check_update(self, content: RecordDict) -> tuple[str | None, np.ndarray | None]:
-        assert self._global is not None  # noqa: S101
+        assert self._global is not None
         if len(content.array_records) != 1 or len(content.metric_records) != 1:
             return "expected one ArrayRecord and one MetricRecord", None
         record = next(iter(content.array_records.values()))
@@ -221,7 +220,7 @@ class DeltaAggregation:
             return f"expected only the array {DELTA_KEY!r}; got {sorted(record.keys())}", None
         try:
             delta = record[DELTA_KEY].numpy()
-        except Exception as exc:  # noqa: BLE001 - any undecodable array is a bad update
+        except Exception as exc:
             return f"undecodable delta: {exc}", None
         if delta.shape != self._global.shape or delta.dtype.kind != "f":
             return f"delta has shape {delta.shape} dtype {delta.dtype}; expected {self._global.shape} float", None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vane.shared.errors import SpecError
+from vane.shared.jsonfile import read_json, write_json
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -117,15 +118,8 @@ class ModelSpec:
         return self.category_dim + self.item_dim + self.token_dim + self.gap_dim + self.kind_dim
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> ModelSpec:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SpecError(f"spec file {str(path)!r} does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"spec file {str(path)!r} is not readable JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "spec", SpecError))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vane.shared.errors import TaxonomyError
 from vane.shared.events import OTHER
+from vane.shared.jsonfile import read_json, write_json
 
 TAXONOMY_FORMAT = "vane.taxonomy/1"
 
@@ -121,19 +122,9 @@ class Taxonomy:
 
     def save(self, path: str | Path) -> None:
         """Write the taxonomy as JSON (atomically)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Taxonomy:
         """Read a taxonomy written by :meth:`save`."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TaxonomyError(f"taxonomy file {str(path)!r} does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise TaxonomyError(f"taxonomy file {str(path)!r} is not readable JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "taxonomy", TaxonomyError))

@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vane.shared.errors import VaneError
 from vane.shared.events import Event
 from vane.shared.spec import ModelSpec

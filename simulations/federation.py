@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from vane.shared.errors import VaneError
 from vane.shared.events import Event
 from vane.shared.spec import ModelSpec
@@ -98,7 +97,9 @@ class ReplyAudit:
                 for name, rec in content.array_records.items()
             }
             entry["metrics"] = {name: dict(rec) for name, rec in content.metric_records.items()}
-            entry["configs"] = {name: {k: repr(v)[:200] for k, v in rec.items()} for name, rec in content.config_records.items()}
+            entry["configs"] = {
+                name: {k: repr(v)[:200] for k, v in rec.items()} for name, rec in content.config_records.items()
+            }
             entry["record-keys"] = sorted(content.keys())
         line = json.dumps(entry)
         with open(self.path, "a", encoding="utf-8") as fh:
@@ -209,7 +210,6 @@ def run_federated(
         When the run does not complete its rounds or a round aggregates no update.
     """
     from flwr.simulation import run_simulation
-
     from vane.client.app import build_client_app
     from vane.server.app import FederationOutcome, ServerSettings, build_server_app
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-
-from vane.simulations.audit import MessageAudit, Needles, PrivacyLeakError, check_messages, summarise_messages
-
 from privacy_runs import as_flower_task, audit_report
+from vane.simulations.audit import MessageAudit, Needles, PrivacyLeakError, check_messages, summarise_messages
 
 ITEM = "c08-i0026"
 NEEDLES = Needles(frozenset({ITEM, "Recovery sleep"}), frozenset({"health"}), (1.7e9, 1.71e9))

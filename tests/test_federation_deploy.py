@@ -17,10 +17,10 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from vane.client.store import write_key_file  # noqa: E402
-from vane.client.tracker import InterestTracker  # noqa: E402
-from vane.server.certs import generate_deployment_keys  # noqa: E402
-from vane.server.deploy import (  # noqa: E402
+from vane.client.store import write_key_file
+from vane.client.tracker import InterestTracker
+from vane.server.certs import generate_deployment_keys
+from vane.server.deploy import (
     deployment_env,
     flower_executable,
     superlink_command,
@@ -28,8 +28,8 @@ from vane.server.deploy import (  # noqa: E402
     write_app_dir,
     write_flower_config,
 )
-from vane.shared.taxonomy import Taxonomy  # noqa: E402
-from vane.simulations.synthetic import SyntheticPopulation  # noqa: E402
+from vane.shared.taxonomy import Taxonomy
+from vane.simulations.synthetic import SyntheticPopulation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -59,7 +59,7 @@ class Processes:
         self.root, self.env, self.procs = root, env, []
 
     def start(self, cmd, name):
-        log = open(self.root / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        log = open(self.root / f"{name}.log", "w")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.procs.append((proc, log))
         return proc

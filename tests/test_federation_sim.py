@@ -18,11 +18,11 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("tensorflow")
 
-from vane.shared.spec import ModelSpec  # noqa: E402
-from vane.shared.taxonomy import Taxonomy  # noqa: E402
-from vane.shared.weights import num_weights  # noqa: E402
-from vane.simulations.federation import FaultInjection, ReplyAudit, run_federated  # noqa: E402
-from vane.simulations.synthetic import SyntheticPopulation  # noqa: E402
+from vane.shared.spec import ModelSpec
+from vane.shared.taxonomy import Taxonomy
+from vane.shared.weights import num_weights
+from vane.simulations.federation import FaultInjection, ReplyAudit, run_federated
+from vane.simulations.synthetic import SyntheticPopulation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -6,7 +6,6 @@ import itertools
 import json
 
 import pytest
-
 from vane.server.privacy import PrivacyLedger, PrivacySettings, sampled_clients
 from vane.shared.errors import PrivacyConfigError
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
+from privacy_runs import AUDIT_USERS, DROPOUT_PARTITION, as_flower_task, audit_report
 from vane.server.secagg import SecAggSettings
 from vane.shared.errors import PrivacyConfigError
-
-from privacy_runs import AUDIT_USERS, DROPOUT_PARTITION, as_flower_task, audit_report
 
 
 @pytest.mark.parametrize(
@@ -54,7 +52,6 @@ def secagg_run(tmp_path_factory):
 def _local_delta(devices, pid, weights, spec_hash):
     """Recompute partition ``pid``'s round-1 delta exactly as its ClientApp did (same seed and weights)."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
-
     from vane.client.app import train_on_device
 
     config = ConfigRecord({"local-epochs": 2, "learning-rate": 0.02, "seed": 3, "server-round": 1,
