@@ -129,3 +129,27 @@ def supernode_command_cli(
         typer.echo(shlex.join(cmd))
         return
     os.execvpe(cmd[0], cmd, deployment_env())
+
+
+@server_app.command("app")
+def app_dir_command(
+    directory: str = typer.Argument(..., help="Folder to write the Flower app's pyproject.toml into."),
+    superlink: str = typer.Option("127.0.0.1:9093", help="SuperLink host:port for the connection."),
+    ca: str = typer.Option(..., help="The CA certificate (ca.crt) from `vane server certs`."),
+    name: str = typer.Option("vane", help="Name of the SuperLink connection in $FLWR_HOME/config.toml."),
+    flwr_home: str = typer.Option("", help="FLWR_HOME to write the connection to (default: $FLWR_HOME or ~/.flwr)."),
+) -> None:
+    """Write a minimal Flower app (every run_config key with its default) and the SuperLink connection."""
+    import os
+    from pathlib import Path
+
+    from vane.server.deploy import write_app_dir, write_flower_config
+
+    if not Path(ca).is_file():
+        raise typer.BadParameter(f"CA certificate {ca!r} does not exist", param_hint="--ca")
+    home = Path(flwr_home or os.environ.get("FLWR_HOME") or Path.home() / ".flwr")
+    app = write_app_dir(directory)
+    config = write_flower_config(home, name, superlink, ca)
+    typer.echo(f"app: {app / 'pyproject.toml'} (edit [tool.flwr.app.config] to tune the run)")
+    typer.echo(f"connection {name!r}: {config}")
+    typer.echo(f"start a run:  FLWR_HOME={home} flwr run {app} {name} --stream")
