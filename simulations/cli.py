@@ -33,6 +33,30 @@ def bench_client_command(
     print_report(run(num_categories=categories))
 
 
+@bench_app.command("federation")
+def bench_federation_command(
+    users: str = typer.Option("10,100,1000", "--users", help="Comma-separated population sizes (float32 runs)."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Federated rounds after round 0 (initial evaluation)."),
+    fraction: float = typer.Option(0.1, "--fraction", help="Fraction of users trained and evaluated per round."),
+    out: str | None = typer.Option(None, "--out", help="Output folder (default: a new temporary folder)."),
+    events: str = typer.Option("60,120", "--events", help="Events per synthetic user: LOW,HIGH."),
+    prepare_workers: int = typer.Option(0, "--prepare-workers", min=0, help="Processes preparing stores (0: CPUs)."),
+) -> None:
+    """Seconds per round, peak memory of the process tree, and float32 vs float16 upload bytes per client."""
+    from vane.shared.errors import ConfigError
+    from vane.simulations.bench_federation import print_report, run_federation_bench
+
+    try:
+        sizes = [int(n) for n in users.split(",") if n.strip()]
+        low, high = (int(n) for n in events.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--users is {users!r} and --events is {events!r}; expected e.g. 10,100,1000 and 60,120") \
+            from exc
+    report = run_federation_bench(sizes, rounds=rounds, fraction=fraction, out_dir=out, events_per_user=(low, high),
+                                  prepare_workers=prepare_workers, progress=typer.echo)
+    print_report(report)
+
+
 @sim_app.command("evaluate")
 def evaluate_command(
     dataset: str = typer.Option(..., help="taobao, movielens or synthetic."),
