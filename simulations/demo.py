@@ -25,6 +25,8 @@ def _quiet_frameworks() -> None:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "3")
+    import flwr.common.logger  # noqa: F401 - flwr sets its logger's level on import; set ours after
+
     for name in ("flwr", "ray", "absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("flwr").propagate = False
@@ -35,7 +37,6 @@ def run_demo(out_dir: str | Path | None = None, users: int = 40, rounds: int = 5
     _quiet_frameworks()
     from rich.console import Console
     from rich.table import Table
-
     from vane.simulations.evaluate import EvaluationConfig, run_evaluation
 
     console = Console()
@@ -60,7 +61,8 @@ def run_demo(out_dir: str | Path | None = None, users: int = 40, rounds: int = 5
     fed, base = methods["federated-lstm"], methods[best_baseline]
     console.print(f"federated LSTM vs best baseline ({best_baseline}): HR@1 x{fed['hr@1'] / base['hr@1']:.2f}, "
                   f"MRR x{fed['mrr'] / base['mrr']:.2f}")
-    console.print(f"report: {out / 'report.md'}; plots: {', '.join(p for p in results['outputs'] if p.endswith('.png'))}")
+    plots = ", ".join(p for p in results["outputs"] if p.endswith(".png"))
+    console.print(f"report: {out / 'report.md'}; plots: {plots}")
     console.print(f"finished in {time.perf_counter() - started:.0f} s")
     (out / "demo.json").write_text(json.dumps({"best_baseline": best_baseline, "federated": fed, "baseline": base},
                                               indent=1))
