@@ -125,15 +125,22 @@ class ServerSettings:
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
         """Settings from kebab-case ``run_config`` keys; unknown keys are ignored (clients read some)."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = f.name.replace("_", "-")
-            if key in run_config:
-                values[f.name] = _coerce(key, run_config[key], type(getattr(cls(), f.name)))
-        return cls(**values)
+        return cls(**run_config_values(cls, run_config))
 
     def to_run_config(self) -> dict[str, Any]:
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+
+def run_config_values(settings_class: type[Any], run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a settings dataclass found in ``run_config`` (kebab-case keys), coerced to
+    the type of each field's default; absent keys are left to the defaults."""
+    defaults = settings_class()
+    values: dict[str, Any] = {}
+    for f in fields(settings_class):
+        key = f.name.replace("_", "-")
+        if key in run_config:
+            values[f.name] = _coerce(key, run_config[key], type(getattr(defaults, f.name)))
+    return values
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -107,13 +107,9 @@ class PrivacySettings:
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any], population: int | None = None) -> PrivacySettings:
         """Read and validate; ``population`` fills ``population-size`` when that is 0."""
-        from vane.server.app import _coerce
+        from vane.server.app import run_config_values
 
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = f.name.replace("_", "-")
-            if key in run_config:
-                values[f.name] = _coerce(key, run_config[key], type(getattr(cls(), f.name)))
+        values = run_config_values(cls, run_config)
         if not values.get("population_size") and population:
             values["population_size"] = int(population)
         settings = cls(**values)

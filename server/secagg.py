@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,13 +59,9 @@ class SecAggSettings:
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> SecAggSettings:
-        from vane.server.app import _coerce
+        from vane.server.app import run_config_values
 
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = f.name.replace("_", "-")
-            if key in run_config:
-                values[f.name] = _coerce(key, run_config[key], type(getattr(cls(), f.name)))
+        values = run_config_values(cls, run_config)
         settings = cls(**values)
         settings.validate()
         return settings
