@@ -96,12 +96,18 @@ def superlink_command_cli(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the command instead of running it."),
 ) -> None:
     """Run flower-superlink with TLS and SuperNode authentication."""
+    from vane.server.deploy import superlink_command
+
+    _exec_or_print(superlink_command(certs, port, database, host=host), dry_run)
+
+
+def _exec_or_print(cmd: list[str], dry_run: bool) -> None:
+    """Replace this process with ``cmd`` (Flower's own binary), or only print it."""
     import os
     import shlex
 
-    from vane.server.deploy import deployment_env, superlink_command
+    from vane.server.deploy import deployment_env
 
-    cmd = superlink_command(certs, port, database, host=host)
     if dry_run:
         typer.echo(shlex.join(cmd))
         return
@@ -119,16 +125,9 @@ def supernode_command_cli(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the command instead of running it."),
 ) -> None:
     """Run flower-supernode for one device store, authenticated with its key."""
-    import os
-    import shlex
+    from vane.server.deploy import supernode_command
 
-    from vane.server.deploy import deployment_env, supernode_command
-
-    cmd = supernode_command(superlink, ca_cert, key, store, key_file, port)
-    if dry_run:
-        typer.echo(shlex.join(cmd))
-        return
-    os.execvpe(cmd[0], cmd, deployment_env())
+    _exec_or_print(supernode_command(superlink, ca_cert, key, store, key_file, port), dry_run)
 
 
 @server_app.command("app")
