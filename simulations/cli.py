@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 sim_app = typer.Typer(no_args_is_help=True)
@@ -131,9 +133,21 @@ def audit_privacy_command(
     out: str = typer.Option(..., help="Output folder: audit.json, audit.md, the runs' message logs."),
     users: int = typer.Option(12, min=3, help="Synthetic users in the message audit and leakage runs."),
     seed: int = typer.Option(3, help="Population and training seed."),
-    clipping_norm: float = typer.Option(0.5, help="Clipping norm of the DP settings."),
+    clipping_norm: float = typer.Option(0.5, help="Clipping norm of the leakage attack's DP settings."),
     utility_users: int = typer.Option(0, min=0, help="Also run utility vs privacy over this many users (0: skip)."),
-    utility_rounds: int = typer.Option(3, min=1, help="Rounds of each utility run."),
+    utility_rounds: int = typer.Option(8, min=1, help="Federated rounds of each utility run."),
+    utility_fraction: float = typer.Option(
+        0.1, min=0.0, max=1.0,
+        help="Fraction of the utility users trained per round, drawn without replacement; ε is accounted for this "
+             "sampling (replace-one) and also reported without amplification.",
+    ),
+    utility_fraction_evaluate: float = typer.Option(0.2, min=0.0, max=1.0,
+                                                    help="Fraction of the utility users evaluated per round."),
+    utility_clipping_norm: float = typer.Option(
+        4.0, min=0.0, help="Clipping norm of the utility runs (about the median client delta norm of the default "
+                           "spec, so that noise multiplier 0 still learns)."),
+    utility_local_epochs: int = typer.Option(2, min=1, help="Local epochs per round in the utility runs."),
+    utility_only: bool = typer.Option(False, help="Skip the message audit and leakage attack."),
     noise: str = typer.Option("0,0.5,1.0,2.0", help="Noise multipliers of the utility runs."),
     dp_delta: float = typer.Option(1e-4, help="δ at which the utility runs report ε (below 1/users)."),
 ) -> None:
@@ -141,14 +155,34 @@ def audit_privacy_command(
     import json
     from pathlib import Path
 
-    from vane.simulations.audit import AuditConfig, PrivacyLeakError, run_audit, run_utility, write_report
+    from vane.simulations.audit import (
+        AuditConfig,
+        PrivacyLeakError,
+        UtilityConfig,
+        markdown_table,
+        run_audit,
+        run_utility,
+        write_report,
+    )
 
-    report = run_audit(out, AuditConfig(users=users, seed=seed, clipping_norm=clipping_norm), progress=typer.echo)
+    if utility_only and not utility_users:
+        from vane.shared.errors import ConfigError
+
+        raise ConfigError("--utility-only needs --utility-users N (N > 0); otherwise there is nothing to run")
+    report: dict[str, Any] = {}
+    if not utility_only:
+        report = run_audit(out, AuditConfig(users=users, seed=seed, clipping_norm=clipping_norm), progress=typer.echo)
     if utility_users:
-        levels = [float(z) for z in noise.split(",") if z.strip()]
-        report["utility"] = run_utility(Path(out) / "utility", users=utility_users, noise=levels,
-                                        rounds=utility_rounds, clipping_norm=clipping_norm, dp_delta=dp_delta,
-                                        seed=seed, progress=typer.echo)
+        utility = UtilityConfig(
+            users=utility_users, noise=tuple(float(z) for z in noise.split(",") if z.strip()), rounds=utility_rounds,
+            fraction=utility_fraction, fraction_evaluate=utility_fraction_evaluate,
+            clipping_norm=utility_clipping_norm, dp_delta=dp_delta, local_epochs=utility_local_epochs, seed=seed,
+        )
+        rows = run_utility(Path(out) / "utility", utility, progress=typer.echo)
+        if utility_only:
+            typer.echo(markdown_table(rows))
+            return
+        report["utility"] = rows
         write_report(Path(out), report)
     typer.echo(Path(out, "audit.md").read_text(encoding="utf-8"))
     if not report["passed"]:

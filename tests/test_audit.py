@@ -97,3 +97,46 @@ def test_secagg_precision_is_near_the_popularity_guess(report):
     plain = _row(report, "plain FedAvg")
     assert secagg["item precision"] <= baseline["item precision"] + 0.15
     assert secagg["item precision"] < plain["item precision"] - 0.3
+
+
+def _fake_federation(calls):
+    from vane.simulations.federation import FederationResult
+
+    def run(**kwargs):
+        calls.append(kwargs)
+        out = kwargs["out_dir"]
+        (out / "devices").mkdir(parents=True)
+        z = kwargs["server_config"]["noise-multiplier"]
+        train = {"dp-epsilon": 2.0 / z, "dp-epsilon-no-amplification": 9.0 / z, "dp-delta": 1e-4} if z else \
+            {"dp-epsilon": float("inf"), "dp-epsilon-no-amplification": float("inf"), "dp-delta": 1e-4}
+        rounds = [{"round": 0, "train": {}, "evaluate": {"hr@5": 0.40, "ndcg@10": 0.30}},
+                  {"round": kwargs["rounds"], "train": train, "evaluate": {"hr@5": 0.6 - z / 10, "ndcg@10": 0.5}}]
+        return FederationResult(out, {}, rounds, None, 1.0, out / "results.json")
+
+    return run
+
+
+def test_utility_runs_sample_users_and_report_both_epsilons(tmp_path, monkeypatch):
+    import json
+    import sys
+    import types
+
+    from vane.simulations import audit
+
+    calls: list[dict] = []
+    monkeypatch.setattr(audit, "run_isolated", _fake_federation(calls))
+    monkeypatch.setitem(sys.modules, "vane.server.model",
+                        types.SimpleNamespace(export_training_model=lambda spec: b"model"))
+    config = audit.UtilityConfig(users=30, noise=(0.0, 1.0), rounds=5, fraction=0.1, fraction_evaluate=0.2)
+
+    rows = audit.run_utility(tmp_path, config)
+
+    assert [c["fraction"] for c in calls] == [0.1, 0.1] and [c["fraction_evaluate"] for c in calls] == [0.2, 0.2]
+    assert [c["server_config"]["noise-multiplier"] for c in calls] == [0.0, 1.0]
+    assert all(c["server_config"]["dp-mode"] == "server" and c["rounds"] == 5 for c in calls)
+    assert rows[1]["ε (sampling used)"] == 2.0 and rows[1]["ε (no amplification)"] == 9.0
+    assert rows[1]["users per round"] == 3 and rows[1]["untrained hr@5"] == 0.40 and rows[1]["hr@5"] == 0.5
+    assert not (tmp_path / "noise-1.0" / "devices").exists()  # 1.6 MB per user, removed after each level
+    saved = json.loads((tmp_path / "utility.json").read_text())
+    assert [r["noise multiplier"] for r in saved["rows"]] == [0.0, 1.0] and saved["config"]["fraction"] == 0.1
+    assert "| 1.000 | 5 | 0.100 | 3 | 2.000 | 9.000 | 1e-04 | 0.500 |" in (tmp_path / "utility.md").read_text()

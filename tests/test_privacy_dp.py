@@ -26,6 +26,18 @@ def _independent_epsilon(noise: float, rounds: int, delta: float) -> float:
     return accountant.get_epsilon(delta)
 
 
+def _independent_sampled_epsilon(noise: float, sampled: int, population: int, rounds: int, delta: float) -> float:
+    """Replace-one, fixed-size sample without replacement; the sum's sensitivity is 2C, so σ/Δ = z/2."""
+    from dp_accounting import dp_event
+    from dp_accounting.privacy_accountant import NeighboringRelation
+    from dp_accounting.rdp import RdpAccountant
+
+    accountant = RdpAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE)
+    release = dp_event.SampledWithoutReplacementDpEvent(population, sampled, dp_event.GaussianDpEvent(noise / 2))
+    accountant.compose(dp_event.SelfComposedDpEvent(release, rounds))
+    return accountant.get_epsilon(delta)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [
@@ -59,6 +71,39 @@ def test_epsilon_matches_an_independent_dp_accounting_computation(noise, rounds)
     ledger = PrivacyLedger(_settings(**{"noise-multiplier": noise}), sampled_clients(100, 1.0, 2))
     eps = ledger.record_round(rounds)
     assert eps == pytest.approx(_independent_epsilon(noise, rounds, 1e-5), rel=1e-9)
+
+
+@pytest.mark.parametrize(("noise", "rounds"), [(1.0, 4), (2.0, 10)])
+def test_sampled_epsilon_matches_dp_accounting_without_replacement(noise, rounds):
+    ledger = PrivacyLedger(_settings(**{"noise-multiplier": noise}), sampled_clients(100, 0.1, 2))
+    eps = ledger.record_round(rounds)
+    assert ledger.sample_size == 10
+    assert eps == pytest.approx(_independent_sampled_epsilon(noise, 10, 100, rounds, 1e-5), rel=1e-9)
+
+
+def test_sampling_a_tenth_spends_less_than_the_bound_without_amplification():
+    ledger = PrivacyLedger(_settings(), sampled_clients(100, 0.1, 2))
+    ledger.record_round(5)
+    # the bound: the same replace-one release (σ/Δ = z/2) with every client in all 5 rounds
+    assert ledger.epsilon_no_amplification == pytest.approx(_independent_epsilon(0.5, 5, 1e-5), rel=1e-9)
+    assert ledger.epsilon < ledger.epsilon_no_amplification / 2
+
+
+def test_with_every_client_sampled_both_figures_are_the_add_or_remove_gaussian():
+    ledger = PrivacyLedger(_settings(), sampled_clients(100, 1.0, 2))
+    ledger.record_round(3)
+    assert ledger.accounting is not None and ledger.accounting.neighboring_relation == "add-or-remove-one"
+    assert ledger.epsilon == ledger.epsilon_no_amplification == pytest.approx(_independent_epsilon(1.0, 3, 1e-5))
+
+
+def test_budget_stop_counts_the_sampled_epsilon():
+    sample = sampled_clients(100, 0.1, 2)
+    curve = PrivacyLedger(_settings(), sample).epsilon_curve(4)
+    target = (curve[2] + curve[3]) / 2  # three rounds fit, the fourth would exceed
+    ledger = PrivacyLedger(_settings(**{"target-epsilon": target}), sample)
+    assert ledger.epsilon_after(3, amplified=False) > target  # without amplification even 3 would not fit
+    assert ledger.affordable_rounds(6) == 3
+    assert not ledger.would_exceed(3) and ledger.would_exceed(4)
 
 
 def test_no_noise_means_infinite_epsilon():
@@ -99,6 +144,7 @@ def test_a_dp_run_stops_before_target_epsilon_and_records_epsilon_per_round(tmp_
     )
     saved = json.loads(result.results_path.read_text())
     eps = [r["train"]["dp-epsilon"] for r in saved["rounds"] if r["round"] > 0]
+    assert [r["train"]["dp-epsilon-no-amplification"] for r in saved["rounds"] if r["round"] > 0] == eps
     assert [r["round"] for r in saved["rounds"]] == [1, 2]
     assert eps == pytest.approx(curve[:2], rel=1e-9)
     assert max(eps) <= target
