@@ -521,14 +521,21 @@ class InterestTracker:
             self._rebuild_model_state()
 
     def interests(self, k: int = 5) -> InterestProfile:
-        """What the person is into now: the top ``k`` categories with the events behind them."""
+        """What the person is into now: the top ``k`` categories with the events behind them.
+
+        Categories are ranked by the shift detector's ``current`` memory (a slow event-decayed mix that
+        jumps to the new mix when a shift is reported), blended half and half with the model's
+        next-interest distribution when there is a model. ``profile_share`` is the time-decayed share
+        (half-life ``half_life_s``) and ``because`` the newest events behind it.
+        """
         with self._lock:
             self._fresh()
             shares = self._personal.profile.shares()
+            current = self._personal.detector.current
             model = self._model_distribution(self._personal, self._interest)
-            scores = _blend([(0.5, shares), (0.5, model)]) if model else dict(shares)
+            scores = _blend([(0.5, current), (0.5, model)]) if model else dict(current)
             top = []
-            for cat, score in _ranked({c: s for c, s in scores.items() if c != OTHER or c in shares}, k):
+            for cat, score in _ranked({c: s for c, s in scores.items() if c != OTHER or c in current}, k):
                 recent = sorted(self._personal.profile.reasons.get(cat, []), key=lambda r: -r.timestamp)
                 reasons = tuple({r.item_id: r for r in reversed(recent)}.values())[::-1]
                 top.append(CategoryInterest(cat, score, shares.get(cat, 0.0), model.get(cat) if model else None,

@@ -8,8 +8,8 @@ compared with the true mixture of the **next** event by the Jensen–Shannon div
 ``short``      the detector's short memory (what the tracker blends as "recent");
 ``long``       its long memory;
 ``profile``    the time-decayed profile of ``interests()`` without a model;
-``adaptive``   the long memory, re-seeded from the short memory whenever the tracker reports a shift
-               (built only from what the tracker exposes) — the tracked profile this module reports;
+``current``    the detector's ``current`` memory (the long memory re-seeded from the short one at every
+               reported shift) — what ``interests()`` ranks by, and the tracked profile this module reports;
 ``decayed-frequency``  the baseline: plain decayed frequency with a half-life of 20 events (the U vector).
 
 Shift detection: a reported shift matches a true one if it comes within ``window`` events after it
@@ -36,7 +36,7 @@ from vane.simulations.synthetic import SyntheticPopulation
 
 logger = logging.getLogger("vane.simulations")
 
-TRACKED = ("adaptive", "short", "long", "profile", "decayed-frequency")
+TRACKED = ("current", "short", "long", "profile", "decayed-frequency")
 #: Half-life (events) of the decayed-frequency baseline, as :class:`~vane.simulations.baselines.DecayedFrequency`.
 BASELINE_HALF_LIFE = 20.0
 DEFAULT_WINDOW = 40
@@ -81,26 +81,21 @@ def track_user(population: SyntheticPopulation, uid: str, detector_config: Mappi
     detector = ShiftDetector(**dict(detector_config or {}))
     profile = DecayedProfile(half_life_s=half_life_days * 86400.0)
     keep_df = 0.5 ** (1.0 / BASELINE_HALF_LIFE)
-    keep_long = 0.5 ** (1.0 / detector.long_half_life)
     u = np.zeros(len(index))
-    adaptive = np.zeros(len(index))
     rows: dict[str, list[np.ndarray]] = {name: [] for name in TRACKED}
     for t, ev in enumerate(events):
         onehot = np.zeros(len(index))
         onehot[[index[c] for c in ev.categories]] = 1.0 / len(ev.categories)
-        shift = detector.update(ev.categories, t + 1, ev.unix_time)
+        detector.update(ev.categories, t + 1, ev.unix_time)
         profile.update(t + 1, ev.item_id, ev.title, ev.categories, ev.unix_time)
         u = keep_df * u + onehot
-        adaptive = keep_long * adaptive + (1.0 - keep_long) * onehot
         short = _vector(detector.short, index)
-        if shift is not None:
-            adaptive = short * adaptive.sum()
         if t < BURN_IN or t + 1 >= len(events):
             continue
         rows["short"].append(short)
         rows["long"].append(_vector(detector.long, index))
         rows["profile"].append(_vector(profile.shares(), index))
-        rows["adaptive"].append(adaptive / adaptive.sum())
+        rows["current"].append(_vector(detector.current, index))
         rows["decayed-frequency"].append(u / u.sum())
     target = truth[BURN_IN + 1 :]
     divergence = {name: js_rows(np.asarray(r).reshape(-1, len(index)), target) for name, r in rows.items()}
@@ -213,7 +208,7 @@ def plot_divergence(result: DriftResult, path: Path, users: Sequence[str] | None
     fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 2.2 * len(chosen)), sharex=False, squeeze=False)
     for ax, uid in zip(axes[:, 0], chosen, strict=True):
         drift = result.users[uid]
-        for name in ("adaptive", "short", "decayed-frequency"):
+        for name in ("current", "short", "decayed-frequency"):
             x = np.arange(BURN_IN, BURN_IN + len(drift.divergence[name]))
             ax.plot(x, drift.divergence[name], label=name, lw=1)
         for s in drift.true:
@@ -245,7 +240,7 @@ def run_drift(out: Path, num_users: int = 200, seed: int = 0, validation_seeds: 
         tuned = {"validation_seeds": list(validation_seeds), "validation_f1": f1, "config": config}
         detector_config = config
     result = evaluate_drift(SyntheticPopulation(num_users, seed=seed), detector_config, window)
-    payload = {**result.to_dict(), "tuning": tuned, "tracked_profile": "adaptive"}
+    payload = {**result.to_dict(), "tuning": tuned, "tracked_profile": "current"}
     out.mkdir(parents=True, exist_ok=True)
     (out / "drift.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     payload["plot"] = str(plot_divergence(result, out / "drift.png"))
@@ -263,7 +258,7 @@ def render_drift_markdown(drift: Mapping[str, Any]) -> str:
         "| tracked distribution | mean JS divergence |",
         "|---|---:|",
     ]
-    lines += [f"| {name}{' (reported tracker profile)' if name == 'adaptive' else ''} | {value:.4f} |"
+    lines += [f"| {name}{' (tracker: what interests() ranks by)' if name == 'current' else ''} | {value:.4f} |"
               for name, value in div.items()]
     lines += [
         "",

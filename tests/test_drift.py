@@ -28,8 +28,8 @@ def result():
 
 
 def test_tracked_profile_is_closer_to_the_truth_than_decayed_frequency(result):
-    assert result.divergence["adaptive"] < result.divergence["decayed-frequency"]
-    assert result.divergence["adaptive"] < result.divergence["short"]
+    assert result.divergence["current"] < result.divergence["decayed-frequency"]
+    assert result.divergence["current"] < result.divergence["short"]
 
 
 def test_shift_detection_f1_is_above_the_bound(result):

@@ -29,6 +29,37 @@ def test_update_many_matches_update_event_by_event() -> None:
     assert [s.event_index for s in singles] == [s.event_index for s in batched] and len(singles) >= 2
     assert singles == batched
     assert many.divergence == pytest.approx(one.divergence, abs=1e-12)
+    assert many.current.keys() == one.current.keys()
+    for cat, share in one.current.items():
+        assert many.current[cat] == pytest.approx(share, abs=1e-9)
+
+
+def test_current_jumps_to_the_new_mix_at_a_shift_and_otherwise_follows_the_long_memory() -> None:
+    before = [(("a",), i, float(i)) for i in range(60)]
+    after = [(("b",), 60 + i, 60.0 + i) for i in range(40)]
+    det = ShiftDetector()
+    shift_at = None
+    for e in before + after:
+        if det.update(*e) and shift_at is None:
+            shift_at = det.seen
+            # at the report, ``current`` is the short memory and already favours the new category
+            assert det.current == pytest.approx(det.short)
+            assert det.current["b"] > det.long["b"]
+    assert shift_at is not None
+    assert det.current["b"] > 0.9 > det.long["b"]
+    calm = ShiftDetector()
+    for e in before:
+        calm.update(*e)
+    assert calm.current == pytest.approx(calm.long)
+
+
+def test_a_state_saved_before_current_existed_starts_current_from_the_long_memory() -> None:
+    det = ShiftDetector()
+    for e in stream(50, seed=3):
+        det.update(*e)
+    old = det.to_dict()
+    del old["current_mass"]
+    assert ShiftDetector.from_dict(old).current == pytest.approx(det.long)
 
 
 def test_state_round_trips() -> None:
@@ -39,6 +70,7 @@ def test_state_round_trips() -> None:
     b = ShiftDetector.from_dict(a.to_dict())
     for e in events[120:]:
         assert a.update(*e) == b.update(*e)
+    assert a.current == b.current
 
 
 def test_js_divergence_bounds() -> None:

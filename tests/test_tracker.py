@@ -233,3 +233,15 @@ print("tensorflow" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_interests_follow_a_detected_shift_before_the_time_decayed_profile_does(tmp_path: Path) -> None:
+    tracker = open_tracker(tmp_path, None, None)
+    tracker.record_many(make_events(130, seed=5, switch_at=80))
+    assert tracker.shifts(), "the switch from sports to travel is reported"
+    profile = tracker.interests(2)
+    # 80 mostly-sports events against 50 mostly-travel ones within a day:: the 7-day time decay still ranks sports first
+    shares = {c.category: c.profile_share for c in profile.top}
+    assert shares.get("sports", 0.0) > shares.get("travel", 0.0)
+    assert profile.top[0].category == "travel"
+    tracker.close()
