@@ -12,6 +12,8 @@ Interest intensity (binary, per category)
     :func:`accuracy`, :func:`precision`, :func:`recall`, :func:`f1` at a 0.5 threshold, and
     :func:`roc_auc` by the Mann-Whitney rank statistic with average ranks for ties (NaN when
     only one class is present). Multi-dimensional inputs are flattened (micro-averaged).
+    :func:`best_f1_threshold` picks a decision threshold on held-out scores (the evaluation
+    protocol tunes it on validation events and applies it to test events).
 """
 
 from __future__ import annotations
@@ -246,6 +248,28 @@ def roc_auc(y_true: Any, y_score: Any) -> float:
     ranks = _average_ranks(scores)
     u = ranks[truth].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+def best_f1_threshold(y_true: Any, y_score: Any) -> float:
+    """The threshold ``t`` maximising F1 of ``score >= t`` (the smallest such score; 0.5 without positives).
+
+    Every distinct score is a candidate, so the result is exact, not a grid search.
+    """
+    truth = np.asarray(y_true).ravel().astype(bool)
+    scores = np.asarray(y_score, dtype=float).ravel()
+    if truth.shape != scores.shape:
+        raise ValueError(f"y_true has {truth.size} values but y_score has {scores.size}")
+    n_pos = int(truth.sum())
+    if n_pos == 0:
+        return 0.5
+    order = np.argsort(-scores, kind="stable")
+    s, t = scores[order], truth[order]
+    tp = np.cumsum(t)
+    predicted = np.arange(1, s.size + 1)
+    # only the last index of each run of equal scores is a realisable cut
+    last = np.r_[s[1:] != s[:-1], True]
+    f1_at = np.where(last, 2 * tp / (predicted + n_pos), -1.0)
+    return float(s[int(np.argmax(f1_at))])
 
 
 def classification_report(y_true: Any, y_score: Any, threshold: float = 0.5) -> dict[str, float]:

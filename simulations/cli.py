@@ -76,7 +76,6 @@ def evaluate_command(
 ) -> None:
     """Every method on one temporal split: next interest, intensity and sampled next item."""
     from rich.console import Console
-
     from vane.simulations.evaluate import METHODS, EvaluationConfig, run_evaluation
 
     console = Console()
@@ -89,6 +88,23 @@ def evaluate_command(
     results = run_evaluation(config, out, progress=console.print)
     console.print((__import__("pathlib").Path(out) / "report.md").read_text(encoding="utf-8"))
     console.print(f"wrote {', '.join(results['outputs'])}")
+
+
+@sim_app.command("headroom")
+def headroom_command(
+    dataset: str = typer.Option(..., help="taobao, movielens or synthetic."),
+    out: str | None = typer.Option(None, help="Folder for headroom.json and headroom.md (printed either way)."),
+    data: str | None = typer.Option(None, help="Dataset file or folder (default: ../shared/datasets)."),
+    max_users: int | None = typer.Option(None, min=2, help="Only the first N users."),
+) -> None:
+    """How far a pooled ranker of each person's own history gets against repeat-last (a reference for targets)."""
+    from rich.console import Console
+    from vane.simulations.headroom import headroom_report, render_markdown
+
+    console = Console()
+    name = dataset.strip().lower()
+    result = headroom_report(name, data, out, max_users=max_users, progress=console.print)
+    console.print(render_markdown(name, result))
 
 
 @sim_app.command("run")

@@ -12,6 +12,7 @@ Steps of :func:`run_evaluation`:
    - Next-window intensity (which taxonomy categories occur in the next ``intensity_horizon`` events):
      accuracy, recall, F1, ROC-AUC. The LSTM methods use their intensity head; for the non-neural
      baselines the intensity is *derived* from their normalised scores, ``1 - (1 - p)^H`` (a reference).
+     Each method's decision threshold is the one maximising F1 on its validation events.
    - Next item among 100 candidates (the true item plus 99 drawn by training popularity): a **sampled**
      HR@10 and NDCG@10. A candidate's score is the predicted probability of its category plus a small,
      method-independent tie-break (:data:`RECENCY_BONUS` × recency of the item in the user's history +
@@ -47,7 +48,13 @@ import numpy as np
 from vane.shared.errors import ConfigError
 from vane.shared.events import OTHER, Event
 from vane.shared.features import Features, Featurizer, make_windows, pad_batch
-from vane.shared.metrics import RankingAccumulator, classification_report, hit_rate_from_ranks, ndcg_from_ranks
+from vane.shared.metrics import (
+    RankingAccumulator,
+    best_f1_threshold,
+    classification_report,
+    hit_rate_from_ranks,
+    ndcg_from_ranks,
+)
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
@@ -255,13 +262,18 @@ class _Collector:
         self.item_ranks: list[float] = []
         self.intensity_true: list[np.ndarray] = []
         self.intensity_score: list[np.ndarray] = []
+        # intensity on validation events, only to choose the decision threshold applied to test events
+        self.val_true: list[np.ndarray] = []
+        self.val_score: list[np.ndarray] = []
         self.num_categories = num_categories
 
     def result(self) -> dict[str, float]:
         out = {k: v for k, v in self.ranking.result().items()}
         if self.intensity_true:
-            report = classification_report(np.stack(self.intensity_true), np.stack(self.intensity_score))
+            threshold = best_f1_threshold(np.stack(self.val_true), np.stack(self.val_score)) if self.val_true else 0.5
+            report = classification_report(np.stack(self.intensity_true), np.stack(self.intensity_score), threshold)
             out.update({k: report[k] for k in INTENSITY_METRICS})
+            out["intensity_threshold"] = threshold
         ranks = np.asarray(self.item_ranks)
         out["item_hr@10"] = hit_rate_from_ranks(ranks, 10)
         out["item_ndcg@10"] = ndcg_from_ranks(ranks, 10)
@@ -288,20 +300,21 @@ def evaluate_baseline(
     for uid in split.evaluated_users:
         predictor.reset()
         history, test = split.history(uid), split.test[uid]
-        for ev in history:
-            predictor.observe(ev)
         truth = _intensity_targets(featurizer, history + test)
+        n_train = len(split.train[uid])
+        for j, ev in enumerate(history):
+            if j >= n_train:
+                collector.val_true.append(truth[j - 1])
+                collector.val_score.append(_derived_intensity(predictor, tax_of, taxonomy, horizon))
+            predictor.observe(ev)
         for j, ev in enumerate(test):
             scores = predictor.scores()
             targets = predictor._indices([c for c in ev.categories if c != OTHER], grow=False)
             collector.ranking.add_rank(_best_rank(scores, targets) if targets else float("inf"))
             total = float(scores.sum())
             probs = scores / total if total > 0 else scores
-            while len(tax_of) < len(probs):
-                tax_of.append(taxonomy.index(predictor.vocab[len(tax_of)]))
-            p_tax = np.bincount(np.asarray(tax_of[: len(probs)]), weights=probs, minlength=len(taxonomy))
             collector.intensity_true.append(truth[len(history) + j - 1])
-            collector.intensity_score.append(1.0 - (1.0 - np.clip(p_tax, 0.0, 1.0)) ** horizon)
+            collector.intensity_score.append(_derived_intensity(predictor, tax_of, taxonomy, horizon))
             index = predictor._index
             cand = [max((probs[i] if (i := index.get(c, -1)) >= 0 and i < len(probs) else 0.0)
                         for c in candidates.categories[k]) for k in candidates.candidates[row].tolist()]
@@ -309,6 +322,18 @@ def evaluate_baseline(
             row += 1
             predictor.observe(ev)
     return collector.result()
+
+
+def _derived_intensity(predictor: OnlinePredictor, tax_of: list[int], taxonomy: Taxonomy, horizon: int
+                       ) -> np.ndarray:
+    """A baseline's next-window intensity: ``1 - (1 - p)^H`` of its normalised scores per taxonomy entry."""
+    scores = predictor.scores()
+    total = float(scores.sum())
+    probs = scores / total if total > 0 else scores
+    while len(tax_of) < len(probs):
+        tax_of.append(taxonomy.index(predictor.vocab[len(tax_of)]))
+    p_tax = np.bincount(np.asarray(tax_of[: len(probs)], dtype=np.int64), weights=probs, minlength=len(taxonomy))
+    return 1.0 - (1.0 - np.clip(p_tax, 0.0, 1.0)) ** horizon
 
 
 # --- the tracker's blend in compact form ----------------------------------------------------------
@@ -416,6 +441,8 @@ class _UserRun:
     test: list[BlendCase] = field(default_factory=list)
     intensity_true: list[np.ndarray] = field(default_factory=list)
     intensity_score: list[np.ndarray] = field(default_factory=list)
+    val_intensity_true: list[np.ndarray] = field(default_factory=list)
+    val_intensity_score: list[np.ndarray] = field(default_factory=list)
 
 
 def _collect_user(tracker: Any, history: Sequence[Event], n_train: int, test: Sequence[Event]) -> _UserRun:
@@ -443,6 +470,8 @@ def _collect_user(tracker: Any, history: Sequence[Event], n_train: int, test: Se
         case = BlendCase.from_dicts([model_dist, recent, shares, transitions, last_dist], events[j].categories)
         if j < len(history):
             run.val.append(case)
+            run.val_intensity_true.append(intensity_truth[j - 1])
+            run.val_intensity_score.append(np.asarray(out.intensity[j - 1], dtype=np.float64))
         else:
             run.test.append(case)
             run.intensity_true.append(intensity_truth[j - 1])
@@ -464,6 +493,8 @@ def _score_lstm(runs: Sequence[_UserRun], mix: Mapping[str, float], candidates: 
     model_only = RankingAccumulator()
     row = 0
     for run in runs:
+        collector.val_true.extend(run.val_intensity_true)
+        collector.val_score.extend(run.val_intensity_score)
         for case, y_true, y_score in zip(run.test, run.intensity_true, run.intensity_score, strict=True):
             scores = case.blend(weights)
             collector.ranking.add_rank(case.rank(scores) if case.targets else float("inf"))
@@ -738,7 +769,8 @@ def protocol_notes(config: EvaluationConfig, spec: ModelSpec) -> dict[str, str]:
         "split": "per user by time: last 10% (>= 1) test, the 10% before validation, the rest training",
         "next_interest": "online over all test events; each predicted from everything before it; 'other' never hits",
         "intensity": f"which taxonomy categories occur in the next {spec.intensity_horizon} events, micro-averaged "
-                     "over categories; LSTM: intensity head; baselines: derived 1-(1-p)^H from their scores",
+                     "over categories; LSTM: intensity head; baselines: derived 1-(1-p)^H from their scores; "
+                     "decisions at the threshold maximising F1 on the validation events (intensity_threshold)",
         "item": f"SAMPLED: true item + {NUM_CANDIDATES - 1} items drawn by training popularity; score = P(category) "
                 f"+ {RECENCY_BONUS:g}*0.5^(events since the user last saw the item / {RECENCY_HALF_LIFE_EVENTS:g}) "
                 f"+ {POPULARITY_BONUS:g}*popularity/max; ties rank the true item last",

@@ -121,3 +121,16 @@ def test_classification_metrics_flatten_matrices():
 
     assert report["accuracy"] == pytest.approx(0.5)
     assert report["roc_auc"] == pytest.approx(roc_auc(y_true.ravel(), y_score.ravel()))
+
+
+def test_best_f1_threshold_matches_a_hand_computed_case():
+    from vane.shared.metrics import best_f1_threshold, f1
+
+    y_true = [1, 0, 1, 1, 0, 0]
+    y_score = [0.9, 0.8, 0.35, 0.3, 0.3, 0.1]
+    # cuts: >=0.9 F1 2/4; >=0.8 2/5; >=0.35 4/6; >=0.3 (ties 0.3 together) 6/8=0.75; >=0.1 6/9
+    assert best_f1_threshold(y_true, y_score) == pytest.approx(0.3)
+    assert f1(y_true, y_score, 0.3) == pytest.approx(0.75)
+    assert best_f1_threshold([0, 0], [0.2, 0.7]) == 0.5
+    with pytest.raises(ValueError):
+        best_f1_threshold([1, 0], [0.5])
