@@ -22,9 +22,11 @@ Which tracker
 
 Settings (message config first, then ``run_config``, then these defaults)
     ``local-epochs`` 1, ``learning-rate`` 0 (the spec's), ``delta-float16``
-    false, ``seed`` 0, ``holdout-fraction`` 0.1, ``proximal-mu`` 0 (set by
-    FedProx), ``evaluate-model-only`` true (rank with the model alone, so the
-    metrics measure the federated model rather than the personal profile).
+    false, ``seed`` 0, ``holdout-fraction`` 0.1, ``evaluate-model-only`` true
+    (rank with the model alone, so the metrics measure the federated model
+    rather than the personal profile). ``proximal-mu`` (default 0) is read from
+    the message config only: FedProx sends it there, while ``run_config``
+    declares the server's FedProx setting for every strategy.
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ class ClientSettings:
 
     @classmethod
     def read(cls, config: Mapping[str, Any], run_config: Mapping[str, Any]) -> ClientSettings:
-        def get(key: str, default: Any) -> Any:
-            value = config.get(key, run_config.get(key, default))
+        def get(key: str, default: Any, run_wide: bool = True) -> Any:
+            value = config.get(key, run_config.get(key, default) if run_wide else default)
             if isinstance(default, bool):
                 if isinstance(value, str):
                     return value.lower() in ("true", "1", "yes")
@@ -98,7 +100,8 @@ class ClientSettings:
             delta_float16=get("delta-float16", False),
             seed=get("seed", 0),
             holdout_fraction=get("holdout-fraction", 0.1),
-            proximal_mu=get("proximal-mu", 0.0),
+            # run_config's proximal-mu is FedProx's server setting, declared whatever the strategy.
+            proximal_mu=get("proximal-mu", 0.0, run_wide=False),
             evaluate_model_only=get("evaluate-model-only", True),
             server_round=get("server-round", 0),
         )

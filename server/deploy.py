@@ -76,11 +76,8 @@ def superlink_command(
 
 
 def node_config_arg(values: Mapping[str, Any]) -> str:
-    """``--node-config`` text: ``key="string" key=number``."""
-    parts = []
-    for key, value in values.items():
-        parts.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
-    return " ".join(parts)
+    """``--node-config`` text: ``key="string" key=number key=true``."""
+    return " ".join(f"{key}={_toml_value(value)}" for key, value in values.items())
 
 
 def supernode_command(
@@ -92,8 +89,10 @@ def supernode_command(
     port: int,
     host: str = "127.0.0.1",
     max_retries: int | None = None,
+    node_config: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """``flower-supernode`` authenticated with ``private_key``, training on one encrypted store."""
+    """``flower-supernode`` authenticated with ``private_key``, training on one encrypted store;
+    ``node_config`` adds entries to its node_config (read by the ClientApp and its mods)."""
     cmd = [
         flower_executable("flower-supernode"),
         "--superlink", superlink,
@@ -101,7 +100,7 @@ def supernode_command(
         "--auth-supernode-private-key", str(private_key),
         "--host", host,
         "--port", str(port),
-        "--node-config", node_config_arg({"store": str(store), "key-file": str(key_file)}),
+        "--node-config", node_config_arg({"store": str(store), "key-file": str(key_file), **dict(node_config or {})}),
     ]
     if max_retries is not None:
         cmd += ["--max-retries", str(max_retries)]
@@ -129,11 +128,34 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def write_app_dir(directory: str | Path, run_config: Mapping[str, Any] | None = None) -> Path:
-    """A minimal Flower app for ``flwr run``: components and every run_config key with its default."""
-    from vane.server.app import ServerSettings
+def run_config_defaults() -> dict[str, Any]:
+    """Every run_config key the ServerApp reads (server, SecAgg+ and DP settings) with its default."""
+    from dataclasses import fields
 
-    config = {**ServerSettings().to_run_config(), **dict(run_config or {})}
+    from vane.server.app import ServerSettings
+    from vane.server.privacy import PrivacySettings
+    from vane.server.secagg import SecAggSettings
+
+    config: dict[str, Any] = {}
+    for settings in (ServerSettings(), SecAggSettings(), PrivacySettings()):
+        config.update({f.name.replace("_", "-"): getattr(settings, f.name) for f in fields(settings)})
+    return config
+
+
+def write_app_dir(
+    directory: str | Path,
+    run_config: Mapping[str, Any] | None = None,
+    clientapp: str = "vane.client.app:app",
+) -> Path:
+    """A minimal Flower app for ``flwr run``: components and every run_config key with its default.
+
+    ``flwr run --run-config`` refuses keys the app does not declare, so all of
+    :func:`run_config_defaults` are declared; ``run_config`` overrides them and
+    may add keys. ``clientapp`` is the ClientApp's ``module:attribute``; a
+    module placed in ``directory`` ships in the FAB and is importable by the
+    SuperNodes.
+    """
+    config = {**run_config_defaults(), **dict(run_config or {})}
     lines = [
         "[build-system]",
         'requires = ["hatchling"]',
@@ -150,7 +172,7 @@ def write_app_dir(directory: str | Path, run_config: Mapping[str, Any] | None = 
         "",
         "[tool.flwr.app.components]",
         'serverapp = "vane.server.app:app"',
-        'clientapp = "vane.client.app:app"',
+        f"clientapp = {json.dumps(clientapp)}",
         "",
         "[tool.flwr.app.config]",
     ]

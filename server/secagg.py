@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,11 +99,19 @@ class SecAggSettings:
             "max_weight": self.secagg_max_weight,
         }
 
-    def quantization_bound(self, weights: list[float]) -> float:
-        """Largest per-coordinate gap between the SecAgg+ aggregate and FedAvg, for these client weights."""
-        step = 2.0 * self.secagg_clipping_range / self.secagg_quantization_range
-        total = sum(min(w, self.secagg_max_weight) / self.secagg_max_weight for w in weights)
-        return len(weights) * step / total
+    def quantization_bound(self, weights: Sequence[float], max_abs_delta: float = 0.0) -> float:
+        """Largest per-coordinate gap between the SecAgg+ aggregate and FedAvg of the clipped deltas.
+
+        Client ``i`` sends its clipped delta times ``q_i``, its weight capped at ``max_weight`` and
+        rounded to ``1/Q`` (``Q`` = quantization_range), stochastically rounded to a grid of step
+        ``2·clipping_range/Q``; the server divides the sum by ``Σ q_i``. So the grid adds at most
+        ``k·step/Σ q_i`` for ``k`` clients, and the rounded weights move the weighted mean of deltas
+        bounded by ``max_abs_delta`` by at most ``k·max_abs_delta/Q/Σ q_i``.
+        """
+        q = self.secagg_quantization_range
+        ratios = [round(min(w, self.secagg_max_weight) / self.secagg_max_weight * q) / q for w in weights]
+        step = 2.0 * self.secagg_clipping_range / q
+        return len(ratios) * (step + max_abs_delta / q) / sum(ratios)
 
 
 def _weighted_means(pairs: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:

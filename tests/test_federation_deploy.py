@@ -1,4 +1,6 @@
-"""Deployment end to end: a TLS SuperLink with SuperNode authentication and two SuperNodes.
+"""Deployment end to end: a TLS SuperLink with SuperNode authentication and authenticated SuperNodes,
+each training on its own encrypted store: two of them with plain FedAvg, and three with SecAgg+ (one of
+which drops out after key sharing).
 
 Every process runs in its own session and is stopped by process group; ports
 are picked free; the whole test is bounded by a pytest timeout.
@@ -12,7 +14,9 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
@@ -23,6 +27,7 @@ from vane.server.certs import generate_deployment_keys
 from vane.server.deploy import (
     deployment_env,
     flower_executable,
+    node_config_arg,
     superlink_command,
     supernode_command,
     write_app_dir,
@@ -81,10 +86,11 @@ def _flwr(env, *args):
     return subprocess.run([flower_executable("flwr"), *args], env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture
-def deployment(tmp_path):
-    keys = generate_deployment_keys(tmp_path / "certs", num_supernodes=3)
-    pop = SyntheticPopulation(2, seed=1)
+@contextmanager
+def _deployment(tmp_path, users: int, supernode_keys: int):
+    """A running TLS SuperLink with SuperNode auth, ``supernode_keys`` key pairs and one encrypted store per user."""
+    keys = generate_deployment_keys(tmp_path / "certs", num_supernodes=supernode_keys)
+    pop = SyntheticPopulation(users, seed=1)
     taxonomy = Taxonomy(pop.categories)
     stores = []
     for i, uid in enumerate(sorted(pop.users)):
@@ -105,12 +111,43 @@ def deployment(tmp_path):
         procs.stop_all()
 
 
+def _register(env, public_key) -> None:
+    registered = _flwr(env, "supernode", "register", str(public_key), "vane")
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+
+
+def _run_to_the_end(env, app_dir, run_config=None) -> dict:
+    """``flwr run`` the app and poll ``flwr ls`` until the run finishes (``flwr run`` exits 0 even on failure)."""
+    overrides = ["--run-config", node_config_arg(run_config)] if run_config else []
+    started = _flwr(env, "run", str(app_dir), "vane", *overrides, "--format", "json")
+    assert json.loads(started.stdout)["success"], started.stdout + started.stderr
+    run = None
+    end = time.monotonic() + RUN_DEADLINE_S
+    while time.monotonic() < end:
+        listed = json.loads(_flwr(env, "ls", "vane", "--format", "json").stdout)
+        run = listed["runs"][0]
+        if run["status"].startswith("finished"):
+            break
+        time.sleep(5)
+    assert run is not None and run["status"].startswith("finished"), run
+    return run
+
+
+def _completed(run: dict) -> bool:
+    return "completed" in run["status"] or "completed" in str(run.get("status-details", ""))
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    with _deployment(tmp_path, users=2, supernode_keys=3) as running:
+        yield running
+
+
 def test_two_authenticated_supernodes_train_two_rounds_and_an_unregistered_one_is_refused(deployment):
     root, keys, stores, port, env, procs = deployment
     superlink = f"127.0.0.1:{port}"
     for pub in keys.supernode_public_keys[:2]:
-        registered = _flwr(env, "supernode", "register", str(pub), "vane")
-        assert registered.returncode == 0, registered.stdout + registered.stderr
+        _register(env, pub)
     for i, (store, key_file) in enumerate(stores):
         cmd = supernode_command(superlink, keys.ca_cert, keys.supernode_keys[i], store, key_file, _free_port())
         procs.start(cmd, f"supernode-{i}")
@@ -121,19 +158,8 @@ def test_two_authenticated_supernodes_train_two_rounds_and_an_unregistered_one_i
 
     out = root / "out"
     app_dir = write_app_dir(root / "app", {"num-server-rounds": ROUNDS, "out-dir": str(out), "local-epochs": 2})
-    started = _flwr(env, "run", str(app_dir), "vane", "--format", "json")
-    assert json.loads(started.stdout)["success"], started.stdout + started.stderr
-
-    run = None
-    end = time.monotonic() + RUN_DEADLINE_S
-    while time.monotonic() < end:
-        listed = json.loads(_flwr(env, "ls", "vane", "--format", "json").stdout)
-        run = listed["runs"][0]
-        if run["status"].startswith("finished"):
-            break
-        time.sleep(5)
-    assert run is not None and run["status"].startswith("finished"), run
-    assert "completed" in run["status"] or "completed" in str(run.get("status-details", "")), run
+    run = _run_to_the_end(env, app_dir)
+    assert _completed(run), run
 
     assert (out / "checkpoints" / "LATEST").read_text() == f"round-{ROUNDS:04d}"
     rounds = json.loads((out / "metrics.json").read_text())
@@ -146,3 +172,96 @@ def test_two_authenticated_supernodes_train_two_rounds_and_an_unregistered_one_i
 
     assert intruder.wait(timeout=60) != 0
     assert "Failed to activate SuperNode" in (root / "intruder.log").read_text()
+
+
+# --- SecAgg+ in deployment ---------------------------------------------------------
+SECAGG_NODES = 3
+DROPOUT_NODE = 2
+#: 3 shares per node (all of them) and 2 needed to reconstruct: one node may drop out.
+SECAGG = {"secure-aggregation": True, "secagg-num-shares": 3, "secagg-reconstruction-threshold": 2}
+
+#: The production ClientApp plus a test mod: a node whose node_config sets ``drop-out-after-key-sharing``
+#: fails the masked-vector stage, i.e. leaves SecAgg+ after its key shares went out. The module ships in
+#: the FAB (Flower puts the app directory on the ClientApp's sys.path).
+DROPOUT_CLIENTAPP = '''"""Vane's ClientApp; a flagged node drops out of SecAgg+ after key sharing (test only)."""
+from vane.client.app import build_client_app
+
+
+def drop_out_after_key_sharing(msg, context, call_next):
+    configs = msg.content.config_records.get("secaggplus_configs")
+    stage = configs.get("stage") if configs is not None else None
+    if stage == "collect_masked_vectors" and context.node_config.get("drop-out-after-key-sharing"):
+        raise RuntimeError("this SuperNode drops out after sharing its keys")
+    return call_next(msg, context)
+
+
+app = build_client_app(mods=[drop_out_after_key_sharing])
+'''
+
+
+def _local_delta(store, key_file, weights, spec_hash):
+    """The delta and num-examples the ClientApp on ``store`` computed in round 1 (same config and seed)."""
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+    from vane.client.app import train_on_device
+
+    config = ConfigRecord({"local-epochs": 2, "learning-rate": 0.0, "seed": 0, "holdout-fraction": 0.1,
+                           "server-round": 1, "spec-hash": spec_hash})
+    msg = Message(RecordDict({"arrays": ArrayRecord({"weights": Array(weights)}), "config": config}),
+                  dst_node_id=1, message_type="train")
+    context = Context(run_id=1, node_id=1, node_config={"store": str(store), "key-file": str(key_file)},
+                      state=RecordDict(), run_config={})
+    reply = train_on_device(msg, context)
+    return reply.content["arrays"]["delta"].numpy(), float(reply.content["metrics"]["num-examples"])
+
+
+def _assert_secagg_equals_fedavg(aggregate, deltas, weights):
+    """SecAgg+'s aggregate is FedAvg of the clipped deltas, up to its quantisation."""
+    from vane.server.secagg import SecAggSettings
+
+    settings = SecAggSettings.from_run_config(SECAGG)
+    c, w_max = settings.secagg_clipping_range, settings.secagg_max_weight
+    clipped = [np.clip(d, -c, c) for d in deltas]
+    fedavg = np.average(np.stack(clipped), axis=0, weights=np.minimum(weights, w_max))
+    bound = settings.quantization_bound(weights, max(float(np.abs(d).max()) for d in clipped))
+    assert np.all(np.isfinite(aggregate))
+    assert np.max(np.abs(aggregate - fedavg)) <= bound, (np.max(np.abs(aggregate - fedavg)), bound)
+    assert np.max(np.abs(fedavg)) > 100 * bound  # a real update, far above the quantisation error
+
+
+@pytest.mark.timeout(360)
+def test_secagg_round_in_deployment_completes_when_a_supernode_drops_out_after_key_sharing(tmp_path, monkeypatch):
+    from privacy_runs import as_flower_task
+    from vane.server.checkpoint import CheckpointStore
+    from vane.server.model import build_model
+
+    with _deployment(tmp_path, users=SECAGG_NODES, supernode_keys=SECAGG_NODES) as running:
+        root, keys, stores, port, env, procs = running
+        for i, (store, key_file) in enumerate(stores):
+            _register(env, keys.supernode_public_keys[i])
+            flag = {"drop-out-after-key-sharing": True} if i == DROPOUT_NODE else {}
+            cmd = supernode_command(f"127.0.0.1:{port}", keys.ca_cert, keys.supernode_keys[i], store, key_file,
+                                    _free_port(), node_config=flag)
+            procs.start(cmd, f"supernode-{i}")
+        out = root / "out"
+        every_node = {f"min-{kind}-nodes": SECAGG_NODES for kind in ("train", "evaluate", "available")}
+        app_dir = write_app_dir(root / "app", {"num-server-rounds": 1, "out-dir": str(out), "local-epochs": 2,
+                                               **every_node}, clientapp="secagg_dropout_app:app")
+        (app_dir / "secagg_dropout_app.py").write_text(DROPOUT_CLIENTAPP)
+        run = _run_to_the_end(env, app_dir, run_config=SECAGG)  # the app declares every SecAgg+ key
+    assert _completed(run), run
+
+    (entry,) = json.loads((out / "metrics.json").read_text())  # SecAgg+ runs no untrained round 0
+    assert entry["round"] == 1
+    assert len(entry["aggregated-nodes"]) == SECAGG_NODES - 1 and not entry["rejected"]
+    assert "drops out after sharing its keys" in json.dumps(entry["failed"])
+    assert entry["evaluate"]["hr@5"] >= 0 and not entry["evaluate-failed"]  # the dropped node still evaluates
+    assert [v["round"] for v in json.loads((out / "registry" / "registry.json").read_text())] == [1]
+    assert (out / "checkpoints" / "LATEST").read_text() == "round-0001"
+
+    # The unmasked aggregate is FedAvg of the two survivors' own deltas: the dropped node's masks were removed.
+    as_flower_task(monkeypatch)
+    checkpoint = CheckpointStore.load(out / "checkpoints" / "round-0001")
+    initial = build_model(checkpoint.spec).weights().flat.astype(np.float32)
+    survivors = [stores[i] for i in range(SECAGG_NODES) if i != DROPOUT_NODE]
+    deltas, weights = zip(*(_local_delta(*store, initial, checkpoint.spec.hash) for store in survivors))
+    _assert_secagg_equals_fedavg(checkpoint.weights.flat - initial, deltas, weights)
