@@ -137,8 +137,9 @@ def federated_run_command(
     )
     for entry in result.rounds:
         ev = entry["evaluate"]
+        loss = entry["train"].get("train-loss", float("nan"))
         typer.echo(
-            f"round {entry['round']}: {entry['seconds']:.1f}s loss {entry['train'].get('train-loss', float('nan')):.4f} "
+            f"round {entry['round']}: {entry['seconds']:.1f}s loss {loss:.4f} "
             f"hr@5 {ev.get('hr@5', float('nan')):.4f} ndcg@10 {ev.get('ndcg@10', float('nan')):.4f}"
         )
     typer.echo(f"wrote {result.results_path} and {', '.join(str(p) for p in result.plots)}")
