@@ -305,7 +305,7 @@ def evaluate_baseline(
         for j, ev in enumerate(history):
             if j >= n_train:
                 collector.val_true.append(truth[j - 1])
-                collector.val_score.append(_derived_intensity(predictor, tax_of, taxonomy, horizon))
+                collector.val_score.append(_derived_intensity(predictor, predictor.scores(), tax_of, taxonomy, horizon))
             predictor.observe(ev)
         for j, ev in enumerate(test):
             scores = predictor.scores()
@@ -314,7 +314,7 @@ def evaluate_baseline(
             total = float(scores.sum())
             probs = scores / total if total > 0 else scores
             collector.intensity_true.append(truth[len(history) + j - 1])
-            collector.intensity_score.append(_derived_intensity(predictor, tax_of, taxonomy, horizon))
+            collector.intensity_score.append(_derived_intensity(predictor, scores, tax_of, taxonomy, horizon))
             index = predictor._index
             cand = [max((probs[i] if (i := index.get(c, -1)) >= 0 and i < len(probs) else 0.0)
                         for c in candidates.categories[k]) for k in candidates.candidates[row].tolist()]
@@ -324,10 +324,9 @@ def evaluate_baseline(
     return collector.result()
 
 
-def _derived_intensity(predictor: OnlinePredictor, tax_of: list[int], taxonomy: Taxonomy, horizon: int
-                       ) -> np.ndarray:
-    """A baseline's next-window intensity: ``1 - (1 - p)^H`` of its normalised scores per taxonomy entry."""
-    scores = predictor.scores()
+def _derived_intensity(predictor: OnlinePredictor, scores: np.ndarray, tax_of: list[int], taxonomy: Taxonomy,
+                       horizon: int) -> np.ndarray:
+    """A baseline's next-window intensity: ``1 - (1 - p)^H`` of its normalised ``scores`` per taxonomy entry."""
     total = float(scores.sum())
     probs = scores / total if total > 0 else scores
     while len(tax_of) < len(probs):
