@@ -22,11 +22,15 @@ carries them (:func:`privacy_mods`); the training code never sees them.
     SecAgg+ ``clipping_range`` (the quantiser would clip anyway; doing it here
     makes the aggregate exactly FedAvg of the clipped deltas) and
     ``num-examples`` is capped at ``max_weight`` so that the weighted value
-    stays in range.
+    stays in range. When the server also asks for DP clipping, the L2 clip
+    leaves room for SecAgg+'s rounding and every delta gets the full weight,
+    so the unmasked aggregate is the plain mean the server's noise is
+    calibrated to.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -62,7 +66,8 @@ def delta_clipping_mod(msg: Message, context: Context, call_next: ClientAppCalla
     if norm is None or not reply.has_content() or "arrays" not in reply.content.array_records:
         return reply
     arrays = reply.content.array_records["arrays"]
-    delta, clipped = clip_l2(arrays[DELTA_KEY].numpy(), float(norm))  # type: ignore[arg-type]
+    delta = arrays[DELTA_KEY].numpy()
+    delta, clipped = clip_l2(delta, float(norm) - _rounding_slack(context, delta.size, float(norm)))  # type: ignore[arg-type]
     reply.content["arrays"] = ArrayRecord({DELTA_KEY: Array(delta)})
     for metrics in reply.content.metric_records.values():
         metrics[KEY_NORM_BIT] = float(clipped)
@@ -86,6 +91,25 @@ def _secagg_limits(context: Context) -> tuple[float, float]:
     return float(state.get("clipping_range", np.inf)), float(state.get("max_weight", np.inf))  # type: ignore[arg-type]
 
 
+def _rounding_slack(context: Context, size: int, norm: float) -> float:
+    """How far SecAgg+'s stochastic rounding can move a delta in L2 (0 outside SecAgg+).
+
+    Each coordinate moves by less than one grid step ``2·clipping_range/target_range``, so a delta
+    clipped to ``norm - √size·step`` stays within ``norm`` after quantisation: the DP sensitivity holds.
+    """
+    state = context.state.config_records.get(SECAGG_STATE)
+    if state is None or not state.get("target_range"):
+        return 0.0
+    step = 2.0 * float(state["clipping_range"]) / float(state["target_range"])  # type: ignore[arg-type]
+    slack = math.sqrt(size) * step
+    if slack >= norm:
+        raise ValueError(
+            f"clipping_norm {norm} is within SecAgg+'s rounding slack {slack:.3g} for {size} coordinates; "
+            "expected a larger clipping-norm or secagg-quantization-range"
+        )
+    return slack
+
+
 def _legacy_to_message_api(msg: Message, kind: str) -> None:
     from flwr.common import parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
@@ -104,7 +128,7 @@ def _metrics_of(reply: Message) -> dict[str, float]:
     return {k: float(v) for k, v in record.items() if not isinstance(v, list)}
 
 
-def _fit_reply(reply: Message, context: Context) -> None:
+def _fit_reply(reply: Message, context: Context, equal_weight: bool) -> None:
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
     from flwr.compat.common import recorddict_compat as compat
 
@@ -113,6 +137,10 @@ def _fit_reply(reply: Message, context: Context) -> None:
     delta = np.clip(delta, -clipping_range, clipping_range)
     metrics = _metrics_of(reply)
     num_examples = int(min(metrics.pop(NUM_EXAMPLES_KEY), max_weight))
+    if equal_weight and math.isfinite(max_weight):
+        # Under DP every clipped delta counts the same (the noise is calibrated to a plain mean); the
+        # full weight keeps the SecAgg+ ratio at 1, so the rounding grid is not stretched.
+        num_examples = int(max_weight)
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([delta]), num_examples, metrics)  # type: ignore[arg-type]
     reply.content = compat.fitres_to_recorddict(res, keep_input=False)
 
@@ -136,9 +164,10 @@ def _legacy_adapter(call_next: ClientAppCallable) -> ClientAppCallable:
         if kind is None:
             return call_next(msg, context)
         _legacy_to_message_api(msg, kind)
+        clipped = KEY_CLIPPING_NORM in msg.content.config_records["config"]
         reply = call_next(msg, context)
         if reply.has_content():
-            _fit_reply(reply, context) if kind == "fit" else _evaluate_reply(reply)
+            _fit_reply(reply, context, clipped) if kind == "fit" else _evaluate_reply(reply)
         return reply
 
     return call

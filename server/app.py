@@ -401,16 +401,12 @@ def build_server_app(
 
 def run_private(run: FederationRun, grid: Grid, context: Context, run_config: Mapping[str, Any]) -> FederationOutcome:
     """Run with SecAgg+ (``secure-aggregation``) or with the DP wrapper that ``dp-mode`` asks for, or plainly."""
-    from vane.server.privacy import PrivacySettings, apply_privacy
+    from vane.server.privacy import apply_privacy
     from vane.server.secagg import SecAggSettings, run_secure
 
     secagg = SecAggSettings.from_run_config(run_config)
     if secagg.secure_aggregation:
-        if PrivacySettings.from_run_config(run_config, run.settings.min_available_nodes).enabled:
-            from vane.shared.errors import PrivacyConfigError
-
-            raise PrivacyConfigError("secure-aggregation with dp-mode is not supported yet; use one of them")
-        return run_secure(run, grid, context, secagg)
+        return run_secure(run, grid, context, secagg, run_config)
     apply_privacy(run, run_config)
     return run.run(grid)
 

@@ -357,14 +357,7 @@ class _DeltaPrivacy:
         if arrays is None:
             logger.warning("round %d: no private release (a client failed or no update); ε unchanged", rnd)
             return arrays, metrics
-        epsilon = self.ledger.record_round()
-        logger.info("round %d: ε = %.4f at δ = %g after %d rounds", rnd, epsilon, self.ledger.settings.dp_delta,
-                    self.ledger.rounds)
-        if log is not None:
-            log.train_metrics[EPSILON_KEY] = epsilon
-            log.train_metrics[EPSILON_NO_AMPLIFICATION_KEY] = self.ledger.epsilon_no_amplification
-            log.train_metrics[DELTA_KEY] = self.ledger.settings.dp_delta
-            log.train_metrics[CLIPPING_NORM_KEY] = float(self.clipping_norm)
+        record_release(self.ledger, log, self.clipping_norm, rnd)
         return arrays, metrics
 
 
@@ -424,24 +417,38 @@ def wrap_with_dp(strategy: DeltaAggregation, settings: PrivacySettings, ledger: 
     return wrapper
 
 
-def apply_privacy(run: Any, run_config: Mapping[str, Any]) -> PrivacySettings:
-    """Wrap ``run.strategy`` (a :class:`vane.server.app.FederationRun`) for DP and cut rounds to the budget.
+def secure_privacy_settings(run_config: Mapping[str, Any], population: int) -> PrivacySettings:
+    """DP settings for a SecAgg+ run: only what a server that sees just the masked sum can do.
 
-    Returns the validated settings (``dp-mode`` off leaves the run untouched).
+    SecAgg+ hides each client's delta, so the server can neither clip it (``dp-mode server``) nor
+    read its clipped-or-not bit (adaptive clipping). Devices clip (``dp-mode client``) before
+    masking; the server adds the noise to the unmasked mean.
     """
+    privacy = PrivacySettings.from_run_config(run_config, population=population)
+    if privacy.dp_mode == "server":
+        raise PrivacyConfigError(
+            "run_config dp-mode is 'server' with secure-aggregation; expected 'client': SecAgg+ hides each "
+            "delta from the server, so only the devices can clip it"
+        )
+    if privacy.enabled and privacy.adaptive_clipping:
+        raise PrivacyConfigError(
+            "run_config adaptive-clipping is true with secure-aggregation; expected false: adaptive clipping "
+            "reads each device's clipped-or-not bit, which SecAgg+ does not reveal"
+        )
+    return privacy
+
+
+def budget_ledger(run: Any, privacy: PrivacySettings, sample_size: int) -> PrivacyLedger:
+    """A ledger for ``run`` (resumed rounds already spent); cuts ``run.settings`` to the ε budget."""
     from dataclasses import replace
 
     s = run.settings
-    privacy = PrivacySettings.from_run_config(run_config, population=s.min_available_nodes)
-    if not privacy.enabled:
-        return privacy
-    ledger = PrivacyLedger(privacy, sampled_clients(privacy.population_size, s.fraction_train, s.min_train_nodes))
+    ledger = PrivacyLedger(privacy, sample_size)
     if run.start_round:
         ledger.record_round(run.start_round)  # a resumed run has already spent these rounds
     if ledger.accounting is not None:
         logger.info("DP accounting per round: %s (bound without amplification: %s)",
                     ledger.accounting.describe(), ledger.bound.describe() if ledger.bound else "")
-    run.strategy = wrap_with_dp(run.strategy, privacy, ledger)
     run.privacy_ledger = ledger
     remaining = s.num_server_rounds - run.start_round
     affordable = ledger.affordable_rounds(remaining)
@@ -458,4 +465,30 @@ def apply_privacy(run: Any, run_config: Mapping[str, Any]) -> PrivacySettings:
         run.settings = replace(s, num_server_rounds=run.start_round + affordable)
         run.budget_stop = {"planned-rounds": s.num_server_rounds, "rounds": run.start_round + affordable,
                            "target-epsilon": privacy.target_epsilon}
+    return ledger
+
+
+def record_release(ledger: PrivacyLedger, log: Any, clipping_norm: float, rnd: int) -> float:
+    """Count one released round in ``ledger``; write ε, δ and the clipping norm into ``log.train_metrics``."""
+    epsilon = ledger.record_round()
+    logger.info("round %d: ε = %.4f at δ = %g after %d rounds", rnd, epsilon, ledger.settings.dp_delta, ledger.rounds)
+    if log is not None:
+        log.train_metrics[EPSILON_KEY] = epsilon
+        log.train_metrics[EPSILON_NO_AMPLIFICATION_KEY] = ledger.epsilon_no_amplification
+        log.train_metrics[DELTA_KEY] = ledger.settings.dp_delta
+        log.train_metrics[CLIPPING_NORM_KEY] = float(clipping_norm)
+    return epsilon
+
+
+def apply_privacy(run: Any, run_config: Mapping[str, Any]) -> PrivacySettings:
+    """Wrap ``run.strategy`` (a :class:`vane.server.app.FederationRun`) for DP and cut rounds to the budget.
+
+    Returns the validated settings (``dp-mode`` off leaves the run untouched).
+    """
+    s = run.settings
+    privacy = PrivacySettings.from_run_config(run_config, population=s.min_available_nodes)
+    if not privacy.enabled:
+        return privacy
+    ledger = budget_ledger(run, privacy, sampled_clients(privacy.population_size, s.fraction_train, s.min_train_nodes))
+    run.strategy = wrap_with_dp(run.strategy, privacy, ledger)
     return privacy

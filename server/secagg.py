@@ -18,6 +18,13 @@ differs from plain FedAvg of the clipped deltas by at most
 coordinate for ``k`` surviving clients (plus the rounding of the weights to
 ``1/quantization_range``).
 
+With ``dp-mode client`` the devices also clip each delta to ``clipping-norm`` in
+L2 (less the rounding slack ``√d·2·clipping_range/quantization_range``) and
+send it with equal weight, and :class:`SecAggNoise` adds Gaussian noise of std
+``z·C/m`` to the unmasked mean of the ``m`` survivors: central DP without the
+server ever seeing a single delta. ``dp-mode server`` and adaptive clipping need
+each delta in the clear and are refused.
+
 Rounds survive dropouts after key sharing as long as at least
 ``reconstruction-threshold`` clients of each share group remain.
 
@@ -127,9 +134,10 @@ def _make_strategy_class() -> type:
     class SecAggDeltaFedAvg(LegacyFedAvg):
         """Legacy FedAvg whose aggregate is a *delta*, added to the global weights; logs like DeltaAggregation."""
 
-        def __init__(self, run: Any, **kwargs: Any) -> None:
+        def __init__(self, run: Any, noise: SecAggNoise | None = None, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.run = run
+            self.noise = noise
             self.rounds: dict[int, RoundLog] = {}
             self.global_weights = np.asarray(run.bundle.weights.flat, dtype=np.float32)
             self.last_aggregate: np.ndarray | None = None
@@ -158,6 +166,8 @@ def _make_strategy_class() -> type:
                 logger.warning("round %d: SecAgg+ produced no aggregate; the global model is unchanged", log.round)
                 return None, metrics
             aggregate = parameters_to_ndarrays(params)[0].astype(np.float32)
+            if self.noise is not None:
+                aggregate = self.noise.release(aggregate, len(results), log)
             self.last_aggregate = aggregate
             new = self.global_weights + aggregate
             if not np.all(np.isfinite(new)):
@@ -182,6 +192,36 @@ def _make_strategy_class() -> type:
     return SecAggDeltaFedAvg
 
 
+class SecAggNoise:
+    """Central DP on top of SecAgg+: devices clip, the server noises the unmasked mean.
+
+    The devices clip their deltas to ``clipping_norm`` (``delta_clipping_mod``, minus the SecAgg+
+    rounding slack) and send them with equal weight, so the unmasked aggregate is the plain mean
+    of ``m`` clipped deltas. Gaussian noise of std ``z·C/m`` per coordinate makes the release the
+    sum's Gaussian mechanism with multiplier ``z``, whatever ``m`` the dropouts left (Flower's
+    legacy wrapper divides by the number *sampled*, which under-noises after a dropout). The
+    noise is drawn from the operating system's entropy; no seed can reproduce it.
+    """
+
+    def __init__(self, privacy: Any, ledger: Any) -> None:
+        self.privacy = privacy
+        self.ledger = ledger
+        self._rng = np.random.default_rng()
+
+    @property
+    def clipping_norm(self) -> float:
+        return float(self.privacy.clipping_norm)
+
+    def release(self, mean: np.ndarray, count: int, log: RoundLog) -> np.ndarray:
+        from vane.server.privacy import record_release
+
+        std = self.privacy.noise_multiplier * self.clipping_norm / max(count, 1)
+        noised = mean + self._rng.normal(0.0, std, size=mean.shape).astype(np.float32) if std > 0 else mean
+        log.train_metrics["dp-noise-std"] = float(std)
+        record_release(self.ledger, log, self.clipping_norm, log.round)
+        return noised
+
+
 def _configs(run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from vane.server.app import _evaluate_config, _train_config
 
@@ -194,24 +234,40 @@ def _configs(run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return train, evaluate
 
 
-def run_secure(run: Any, grid: Grid, context: Context, secagg: SecAggSettings) -> Any:
-    """Run ``run`` (a :class:`vane.server.app.FederationRun`) with SecAgg+; returns its FederationOutcome."""
+def run_secure(run: Any, grid: Grid, context: Context, secagg: SecAggSettings,
+               run_config: Mapping[str, Any] | None = None) -> Any:
+    """Run ``run`` (a :class:`vane.server.app.FederationRun`) with SecAgg+; returns its FederationOutcome.
+
+    With ``dp-mode client`` in ``run_config`` the devices clip and the server noises the unmasked
+    mean (:class:`SecAggNoise`); ε is accounted and budgeted as in :mod:`vane.server.privacy`.
+    """
     from flwr.common import ndarrays_to_parameters
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
     from vane.server.app import FederationOutcome
+    from vane.server.privacy import budget_ledger, sampled_clients, secure_privacy_settings
     from vane.shared.weights import Weights
 
-    s = run.settings
+    min_fit = max(run.settings.min_train_nodes, 2)
+    privacy = secure_privacy_settings(run_config or {}, run.settings.min_available_nodes)
+    noise: SecAggNoise | None = None
+    if privacy.enabled:
+        sample = sampled_clients(privacy.population_size, run.settings.fraction_train, min_fit)
+        noise = SecAggNoise(privacy, budget_ledger(run, privacy, sample))
+    s = run.settings  # after the budget cut
     remaining = s.num_server_rounds - run.start_round
     if remaining <= 0:
         return FederationOutcome(run.rounds, run.start_round, run.bundle.weights)
     train, evaluate = _configs(run)
+    if noise is not None:
+        train[KEY_CLIPPING_NORM] = noise.clipping_norm
     strategy = _make_strategy_class()(
         run,
+        noise,
         fraction_fit=s.fraction_train,
         fraction_evaluate=s.fraction_evaluate,
-        min_fit_clients=max(s.min_train_nodes, 2),
+        min_fit_clients=min_fit,
         min_evaluate_clients=s.min_evaluate_nodes,
         min_available_clients=s.min_available_nodes,
         initial_parameters=ndarrays_to_parameters([run.bundle.weights.flat]),

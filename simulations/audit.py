@@ -382,6 +382,7 @@ class AuditConfig:
     clipping_norm: float = 0.5
     device_noise: tuple[float, ...] = (0.5, 1.0)
     secagg_dropout: int | None = None
+    secagg_noise: float | None = 0.5
     num_cpus: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -415,7 +416,8 @@ def _run_federated(kwargs: dict[str, Any]) -> Any:
 
 
 def run_audit(out_dir: str | Path, config: AuditConfig | None = None, progress: Any = None) -> dict[str, Any]:
-    """Message audit and leakage attack over a plain FedAvg round and a SecAgg+ round; writes audit.json/.md."""
+    """Message audit and leakage attack over a plain FedAvg round, a SecAgg+ round and (with
+    ``secagg_noise``) a SecAgg+ round with device clipping and server noise; writes audit.json/.md."""
     from vane.server.model import export_training_model
     from vane.simulations.synthetic import SyntheticPopulation
 
@@ -433,11 +435,13 @@ def run_audit(out_dir: str | Path, config: AuditConfig | None = None, progress: 
     common = {"rounds": 1, "fraction": 1.0, "local_epochs": cfg.local_epochs, "learning_rate": cfg.learning_rate,
               "seed": cfg.seed, "num_cpus": cfg.num_cpus, "progress": False, "model_blob": blob}
     runs: dict[str, Any] = {}
-    for name, server_config, extra_mods in (
-        ("plain", dict(cfg.extra), []),
-        ("secagg", {"secure-aggregation": True, "secagg-reconstruction-threshold": 0.5, **cfg.extra},
-         [DropoutAfterKeySharing(cfg.secagg_dropout)] if cfg.secagg_dropout is not None else []),
-    ):
+    secure = {"secure-aggregation": True, "secagg-reconstruction-threshold": 0.5, **cfg.extra}
+    dropout = [DropoutAfterKeySharing(cfg.secagg_dropout)] if cfg.secagg_dropout is not None else []
+    plan: list[tuple[str, dict[str, Any], list[Any]]] = [("plain", dict(cfg.extra), []), ("secagg", secure, dropout)]
+    if cfg.secagg_noise is not None:
+        plan.append(("secagg-dp", {**secure, "dp-mode": "client", "noise-multiplier": cfg.secagg_noise,
+                                   "clipping-norm": cfg.clipping_norm}, dropout))
+    for name, server_config, extra_mods in plan:
         say(f"running one {name} round over {cfg.users} users")
         run_out = out / name
         capture = run_out / "captures"
@@ -483,6 +487,18 @@ def run_audit(out_dir: str | Path, config: AuditConfig | None = None, progress: 
     t_all = truths
     row(f"SecAgg+ ({survivors} of {len(order)} clients)", "aggregate only; top-k rows per client",
         attack_aggregate(aggregate, t_all, spec, "emb/item"), attack_aggregate(aggregate, t_all, spec, "emb/category"))
+    secure_dp: dict[str, Any] = {}
+    if "secagg-dp" in runs:
+        dp_result = runs["secagg-dp"]["result"]
+        dp_round = dp_result.round(1)
+        m = len(dp_round["aggregated-nodes"])
+        noised = dp_result.final_weights.flat - initial
+        metrics = dp_round.get("train", {})
+        secure_dp = {"aggregated": m, "failed": dp_round["failed"], "noise-std": metrics.get("dp-noise-std"),
+                     "epsilon": metrics.get("dp-epsilon"), "delta": metrics.get("dp-delta")}
+        row(f"SecAgg+ with DP z={cfg.secagg_noise} (C={cfg.clipping_norm}, {m} of {len(order)} clients, "
+            f"ε={_fmt(secure_dp['epsilon'])})", "noised aggregate only; top-k rows per client",
+            attack_aggregate(noised, t_all, spec, "emb/item"), attack_aggregate(noised, t_all, spec, "emb/category"))
     row("popularity guess (baseline)", "nothing; top-k popular rows",
         popularity_baseline(t_all, "emb/item"), popularity_baseline(t_all, "emb/category"))
     report = {
@@ -493,12 +509,13 @@ def run_audit(out_dir: str | Path, config: AuditConfig | None = None, progress: 
         "messages": {name: {k: v for k, v in r["messages"].items()} for name, r in runs.items()},
         "leakage": leakage,
         "secagg": {"aggregated": survivors, "failed": sec_round["failed"]},
+        "secagg-dp": secure_dp,
         "passed": all(r["messages"]["passed"] for r in runs.values()),
     }
     write_report(out, report)
     if not report["passed"]:
-        check_messages(runs["plain"]["log"])
-        check_messages(runs["secagg"]["log"])
+        for run in runs.values():
+            check_messages(run["log"])
     return report
 
 
