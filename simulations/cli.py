@@ -150,7 +150,9 @@ def audit_privacy_command(
     out: str = typer.Option(..., help="Output folder: audit.json, audit.md, the runs' message logs."),
     users: int = typer.Option(12, min=3, help="Synthetic users in the message audit and leakage runs."),
     seed: int = typer.Option(3, help="Population and training seed."),
-    clipping_norm: float = typer.Option(0.5, help="Clipping norm of the leakage attack's DP settings."),
+    clipping_norm: float = typer.Option(0.5, min=0.0, help="Clipping norm of the leakage attack's DP settings."),
+    secagg_noise: float = typer.Option(
+        0.5, min=0.0, help="Noise multiplier of the SecAgg+ round with device clipping and server noise (0: skip it)."),
     utility_users: int = typer.Option(0, min=0, help="Also run utility vs privacy over this many users (0: skip)."),
     utility_rounds: int = typer.Option(8, min=1, help="Federated rounds of each utility run."),
     utility_fraction: float = typer.Option(
@@ -188,7 +190,8 @@ def audit_privacy_command(
         raise ConfigError("--utility-only needs --utility-users N (N > 0); otherwise there is nothing to run")
     report: dict[str, Any] = {}
     if not utility_only:
-        report = run_audit(out, AuditConfig(users=users, seed=seed, clipping_norm=clipping_norm), progress=typer.echo)
+        config = AuditConfig(users=users, seed=seed, clipping_norm=clipping_norm, secagg_noise=secagg_noise or None)
+        report = run_audit(out, config, progress=typer.echo)
     if utility_users:
         utility = UtilityConfig(
             users=utility_users, noise=tuple(float(z) for z in noise.split(",") if z.strip()), rounds=utility_rounds,
