@@ -255,6 +255,7 @@ class FederationRun:
         self.rounds: list[dict[str, Any]] = []
         self.start_round = 0
         self.bundle, state = self._load(spec, taxonomy, model_blob)
+        self.strategy_state = state
         self.strategy = make_strategy(
             settings.strategy,
             model_blob=self.bundle.blob,

@@ -106,6 +106,8 @@ EPSILON_KEY = "dp-epsilon"
 EPSILON_NO_AMPLIFICATION_KEY = "dp-epsilon-no-amplification"
 DELTA_KEY = "dp-delta"
 CLIPPING_NORM_KEY = "dp-clipping-norm"
+#: Checkpointed strategy state: the clipping norm reached, so that a resumed adaptive run continues from it.
+CLIP_STATE_KEY = "dp_clipping_norm"
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,10 @@ class _DeltaPrivacy:
             raise AttributeError(name)
         return getattr(inner, name)
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The inner strategy's state plus the current clipping norm (it moves under adaptive clipping)."""
+        return {**self.strategy.state_arrays(), CLIP_STATE_KEY: np.asarray([self.clipping_norm], dtype=np.float64)}
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
@@ -491,4 +497,8 @@ def apply_privacy(run: Any, run_config: Mapping[str, Any]) -> PrivacySettings:
         return privacy
     ledger = budget_ledger(run, privacy, sampled_clients(privacy.population_size, s.fraction_train, s.min_train_nodes))
     run.strategy = wrap_with_dp(run.strategy, privacy, ledger)
+    saved = getattr(run, "strategy_state", {}).get(CLIP_STATE_KEY)
+    if privacy.adaptive_clipping and saved is not None:
+        run.strategy.clipping_norm = float(np.asarray(saved).reshape(-1)[0])
+        logger.info("resuming adaptive clipping at norm %.4g (checkpointed)", run.strategy.clipping_norm)
     return privacy

@@ -151,3 +151,34 @@ def test_a_dp_run_stops_before_target_epsilon_and_records_epsilon_per_round(tmp_
     assert saved["config"]["target-epsilon"] == target and saved["config"]["completed-rounds"] == 2
     registry = json.loads((tmp_path / "registry" / "registry.json").read_text())
     assert [v["metrics"]["dp-epsilon"] for v in registry] == pytest.approx(curve[:2], rel=1e-9)
+
+
+def test_a_resumed_adaptive_run_continues_from_the_checkpointed_clipping_norm(tmp_path):
+    """The clipping norm moved by adaptive clipping is saved with each checkpoint and restored on resume."""
+    from vane.server.app import FederationRun, ServerSettings
+    from vane.server.checkpoint import CheckpointStore
+    from vane.server.privacy import CLIP_STATE_KEY, apply_privacy
+
+    dp = {"dp-mode": "server", "noise-multiplier": 0.5, "clipping-norm": 1.0, "adaptive-clipping": True,
+          "clipped-count-stddev": 2.0,
+          "dp-delta": 1e-3}
+    fresh = FederationRun(ServerSettings(out_dir=str(tmp_path), num_server_rounds=4, min_available_nodes=10))
+    apply_privacy(fresh, dp)
+    assert fresh.strategy.clipping_norm == 1.0
+    fresh.strategy.clipping_norm = 0.37  # as if three rounds of quantile tracking had moved it
+    state = fresh.strategy.state_arrays()
+    assert float(state[CLIP_STATE_KEY][0]) == 0.37
+    bundle = fresh.bundle
+    CheckpointStore(tmp_path).save(3, bundle.weights, bundle.spec, bundle.taxonomy, bundle.blob, [], state, {})
+
+    resumed = FederationRun(ServerSettings(out_dir=str(tmp_path), num_server_rounds=4, min_available_nodes=10,
+                                           resume=True))
+    apply_privacy(resumed, dp)
+    assert resumed.start_round == 3
+    assert resumed.strategy.clipping_norm == pytest.approx(0.37)
+    assert resumed.privacy_ledger.rounds == 3
+    # Fixed clipping ignores a saved norm: the configured one is the bound.
+    fixed = FederationRun(ServerSettings(out_dir=str(tmp_path), num_server_rounds=4, min_available_nodes=10,
+                                         resume=True))
+    apply_privacy(fixed, {**dp, "adaptive-clipping": False})
+    assert fixed.strategy.clipping_norm == 1.0
