@@ -56,3 +56,21 @@ def test_on_sticky_people_the_ranker_keeps_repeating_and_new_categories_are_coun
     assert result["new_category_share"] > 0.05
     assert result["history_ranker"]["hr@1"] >= result["repeat_last_same_harness"]["hr@1"] - 0.02
     assert result["history_ranker"]["hr@1"] <= 1.0 - result["new_category_share"] + 1e-9
+
+
+def test_hindsight_ceiling_is_the_best_single_category_of_each_persons_test_events():
+    from vane.simulations.headroom import hindsight_constant_hr1
+    from vane.simulations.split import Split
+
+    def ev(cats, minute):
+        return Event.create(f"i{minute}", cats, T0 + timedelta(minutes=minute))
+
+    history = [ev(["a"], m) for m in range(5)]
+    split = Split(
+        train={"u": history, "v": history, "w": history},
+        val={"u": [], "v": [], "w": []},
+        # u: a, a, b -> 2 of 3; v: {x, y}, {y}, {z} -> y in 2 of 3; w: no test events (not evaluated)
+        test={"u": [ev(["a"], 10), ev(["a"], 11), ev(["b"], 12)],
+              "v": [ev(["x", "y"], 10), ev(["y"], 11), ev(["z"], 12)], "w": []},
+    )
+    assert hindsight_constant_hr1(split) == pytest.approx(4 / 6)
