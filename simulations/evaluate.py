@@ -32,7 +32,6 @@ Outputs in ``out``: ``results.json``, ``report.md`` and plots (see :mod:`vane.si
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from vane.shared.blend import MIX_FIELDS, BlendCase, tune_mix
 from vane.shared.errors import ConfigError
 from vane.shared.events import OTHER, Event
 from vane.shared.features import Features, Featurizer, make_windows, pad_batch
@@ -76,10 +76,6 @@ NUM_CANDIDATES = 100
 RECENCY_BONUS = 1e-3
 POPULARITY_BONUS = 1e-6
 RECENCY_HALF_LIFE_EVENTS = 20.0
-
-#: Component order of the tracker's blend (see ``InterestTracker._next_distribution``).
-MIX_FIELDS = ("model", "recent", "profile", "transitions", "last")
-
 
 @dataclass
 class EvaluationConfig:
@@ -333,102 +329,6 @@ def _derived_intensity(predictor: OnlinePredictor, scores: np.ndarray, tax_of: l
         tax_of.append(taxonomy.index(predictor.vocab[len(tax_of)]))
     p_tax = np.bincount(np.asarray(tax_of[: len(probs)], dtype=np.int64), weights=probs, minlength=len(taxonomy))
     return 1.0 - (1.0 - np.clip(p_tax, 0.0, 1.0)) ** horizon
-
-
-# --- the tracker's blend in compact form ----------------------------------------------------------
-@dataclass
-class BlendCase:
-    """The five distributions the tracker blends for one event, over their union of categories.
-
-    ``keys`` are sorted by name, so a tie in score goes to the earlier key, as the tracker's ranking does.
-    """
-
-    keys: list[str]
-    components: np.ndarray  # (5, K) float64, in MIX_FIELDS order
-    present: np.ndarray  # (5,) bool: the component is non-empty
-    targets: list[int]  # indices of the event's categories (other excluded) in keys
-
-    @classmethod
-    def from_dicts(cls, dists: Sequence[Mapping[str, float]], categories: Sequence[str]) -> BlendCase:
-        keys = sorted(set().union(*dists))
-        position = {k: i for i, k in enumerate(keys)}
-        comps = np.zeros((len(dists), len(keys)))
-        for row, dist in enumerate(dists):
-            for cat, p in dist.items():
-                comps[row, position[cat]] = p
-        targets = [position[c] for c in categories if c != OTHER and c in position]
-        return cls(keys, comps, np.array([bool(d) for d in dists]), targets)
-
-    def blend(self, weights: Sequence[float]) -> np.ndarray:
-        """The same numbers as ``vane.client.tracker._blend`` (weights renormalised over present parts)."""
-        used = [(w, i) for i, w in enumerate(weights) if self.present[i] and w > 0]
-        total = 0.0
-        for w, _ in used:
-            total += w
-        out = np.zeros(len(self.keys))
-        if total <= 0:
-            return out
-        for w, i in used:
-            out = out + w / total * self.components[i]
-        return out
-
-    def rank(self, scores: np.ndarray) -> float:
-        """Best 1-based rank of a target in the tracker's order (score desc, name asc); inf for a miss."""
-        best = float("inf")
-        for t in self.targets:
-            s = scores[t]
-            r = 1 + int(np.count_nonzero(scores > s)) + int(np.count_nonzero(scores[:t] == s))
-            best = min(best, float(r))
-        return best
-
-
-def _case_tensor(cases: Sequence[BlendCase]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Padded (E, 4, K) components, (E, 4) presence and an (E, K) target mask for vectorised tuning."""
-    width = max((len(c.keys) for c in cases), default=1)
-    comps = np.full((len(cases), len(MIX_FIELDS), width), -1.0, dtype=np.float32)
-    present = np.zeros((len(cases), len(MIX_FIELDS)), dtype=np.float32)
-    mask = np.zeros((len(cases), width), dtype=bool)
-    for e, case in enumerate(cases):
-        comps[e, :, : len(case.keys)] = case.components
-        present[e] = case.present
-        mask[e, case.targets] = True
-    return comps, present, mask
-
-
-def mix_grid(step: float = 0.1) -> list[tuple[float, ...]]:
-    """Weights on the simplex with resolution ``step`` (only ratios matter: the blend renormalises)."""
-    n = round(1 / step)
-    combos = itertools.product(range(n + 1), repeat=len(MIX_FIELDS))
-    return [tuple(round(v * step, 6) for v in combo) for combo in combos
-            if sum(combo) == n]
-
-
-def tune_mix(
-    cases: Sequence[BlendCase], grid: Sequence[tuple[float, ...]] | None = None
-) -> tuple[dict[str, float], float]:
-    """The blend weights with the best mean of HR@1 and MRR on ``cases`` (validation events)."""
-    grid = list(grid or mix_grid())
-    if not cases:
-        return dict(zip(MIX_FIELDS, grid[0], strict=True)), float("nan")
-    comps, present, mask = _case_tensor(cases)
-    padded = comps < 0
-    comps = np.where(padded, 0.0, comps)
-    positions = np.arange(comps.shape[2])[None, :]
-    best_w, best_score = grid[0], -1.0
-    for weights in grid:
-        w = np.asarray(weights, dtype=np.float32)[None, :] * present
-        total = w.sum(axis=1, keepdims=True)
-        scores = np.einsum("ec,eck->ek", w / np.maximum(total, 1e-12), comps)
-        scores[padded[:, 0, :]] = -1.0
-        target = np.where(mask, scores, -np.inf).max(axis=1)
-        # Ties go to the earlier key (name order), exactly as the tracker ranks them.
-        first = np.argmax(mask & (scores == target[:, None]), axis=1)
-        ahead = (scores > target[:, None]) | ((scores == target[:, None]) & (positions < first[:, None]))
-        ranks = np.where(np.isfinite(target) & mask.any(axis=1), 1.0 + ahead.sum(axis=1), np.inf)
-        objective = 0.5 * (float(np.mean(ranks <= 1)) + float(np.mean(1.0 / ranks)))
-        if objective > best_score + 1e-12:
-            best_w, best_score = weights, objective
-    return dict(zip(MIX_FIELDS, best_w, strict=True)), best_score
 
 
 # --- LSTM methods through the tracker's prediction path -------------------------------------------

@@ -1,0 +1,137 @@
+"""The tracker's next-interest blend in compact form, and choosing its weights.
+
+The device answers "what comes next" with a weighted blend of five distributions (the model's
+softmax, the short memory, the profile, the person's transitions and the last event's categories;
+see ``InterestTracker._next_distribution``). How much each should weigh depends on the data:
+on Taobao repeating the last category is hard to beat, on MovieLens the model helps more.
+
+:class:`BlendCase` holds the five distributions of one held-out event; :func:`grid_ranks` ranks
+the event's categories under many candidate weightings at once, so a device can score a whole
+:func:`mix_grid` on its own held-out events and report only the mean HR@1 and reciprocal rank of
+each candidate (federated evaluation, :mod:`vane.client.app`); the server picks the best
+(:func:`best_candidate`). :func:`tune_mix` does the same centrally, for the evaluation.
+
+NumPy only: the client imports this module.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from vane.shared.events import OTHER
+
+#: Component order of the tracker's blend (the fields of ``vane.client.tracker.Mix``).
+MIX_FIELDS = ("model", "recent", "profile", "transitions", "last")
+
+
+@dataclass
+class BlendCase:
+    """The five distributions the tracker blends for one event, over their union of categories.
+
+    ``keys`` are sorted by name, so a tie in score goes to the earlier key, as the tracker's ranking does.
+    """
+
+    keys: list[str]
+    components: np.ndarray  # (5, K) float64, in MIX_FIELDS order
+    present: np.ndarray  # (5,) bool: the component is non-empty
+    targets: list[int]  # indices of the event's categories (other excluded) in keys
+
+    @classmethod
+    def from_dicts(cls, dists: Sequence[Mapping[str, float]], categories: Sequence[str]) -> BlendCase:
+        keys = sorted(set().union(*dists))
+        position = {k: i for i, k in enumerate(keys)}
+        comps = np.zeros((len(dists), len(keys)))
+        for row, dist in enumerate(dists):
+            for cat, p in dist.items():
+                comps[row, position[cat]] = p
+        targets = [position[c] for c in categories if c != OTHER and c in position]
+        return cls(keys, comps, np.array([bool(d) for d in dists]), targets)
+
+    def blend(self, weights: Sequence[float]) -> np.ndarray:
+        """The same numbers as ``vane.client.tracker._blend`` (weights renormalised over present parts)."""
+        used = [(w, i) for i, w in enumerate(weights) if self.present[i] and w > 0]
+        total = 0.0
+        for w, _ in used:
+            total += w
+        out = np.zeros(len(self.keys))
+        if total <= 0:
+            return out
+        for w, i in used:
+            out = out + w / total * self.components[i]
+        return out
+
+    def rank(self, scores: np.ndarray) -> float:
+        """Best 1-based rank of a target in the tracker's order (score desc, name asc); inf for a miss."""
+        best = float("inf")
+        for t in self.targets:
+            s = scores[t]
+            r = 1 + int(np.count_nonzero(scores > s)) + int(np.count_nonzero(scores[:t] == s))
+            best = min(best, float(r))
+        return best
+
+
+def mix_grid(step: float = 0.1) -> list[tuple[float, ...]]:
+    """Weights on the simplex with resolution ``step`` (only ratios matter: the blend renormalises).
+
+    ``step`` 0.1 gives 1,001 candidates, 0.25 gives 70, 0.5 gives 15; the order is fixed, so a
+    candidate's index means the same on every device and on the server.
+    """
+    if not 0 < step <= 1 or abs(round(1 / step) * step - 1) > 1e-9:
+        raise ValueError(f"mix grid step is {step!r}; expected 1/n for a whole n >= 1 (0.1, 0.25, 0.5, ...)")
+    n = round(1 / step)
+    combos = itertools.product(range(n + 1), repeat=len(MIX_FIELDS))
+    return [tuple(round(v * step, 6) for v in combo) for combo in combos if sum(combo) == n]
+
+
+def grid_ranks(cases: Sequence[BlendCase], grid: Sequence[Sequence[float]]) -> np.ndarray:
+    """(G, E) best rank of each event's targets under each candidate weighting; inf for a miss.
+
+    Exactly :meth:`BlendCase.rank` of :meth:`BlendCase.blend` for every pair, vectorised over events.
+    """
+    if not cases:
+        return np.zeros((len(grid), 0))
+    width = max(max(len(c.keys) for c in cases), 1)
+    comps = np.zeros((len(cases), len(MIX_FIELDS), width), dtype=np.float64)
+    present = np.zeros((len(cases), len(MIX_FIELDS)), dtype=np.float64)
+    mask = np.zeros((len(cases), width), dtype=bool)
+    valid = np.zeros((len(cases), width), dtype=bool)
+    for e, case in enumerate(cases):
+        comps[e, :, : len(case.keys)] = case.components
+        present[e] = case.present
+        mask[e, case.targets] = True
+        valid[e, : len(case.keys)] = True
+    positions = np.arange(width)[None, :]
+    out = np.empty((len(grid), len(cases)))
+    for g, weights in enumerate(grid):
+        w = np.asarray(weights, dtype=np.float64)[None, :] * present
+        total = w.sum(axis=1, keepdims=True)
+        scores = np.einsum("ec,eck->ek", w / np.maximum(total, 1e-300), comps)
+        scores[~valid] = -1.0
+        target = np.where(mask, scores, -np.inf).max(axis=1)
+        # Ties go to the earlier key (name order), exactly as the tracker ranks them.
+        first = np.argmax(mask & (scores == target[:, None]), axis=1)
+        ahead = (scores > target[:, None]) | ((scores == target[:, None]) & (positions < first[:, None]))
+        out[g] = np.where(mask.any(axis=1), 1.0 + ahead.sum(axis=1), np.inf)
+    return out
+
+
+def best_candidate(hr1: Sequence[float], mrr: Sequence[float]) -> int:
+    """Index of the candidate with the best mean of HR@1 and MRR (the first on a tie)."""
+    objective = 0.5 * (np.asarray(hr1, dtype=np.float64) + np.asarray(mrr, dtype=np.float64))
+    return int(np.argmax(objective))
+
+
+def tune_mix(
+    cases: Sequence[BlendCase], grid: Sequence[tuple[float, ...]] | None = None
+) -> tuple[dict[str, float], float]:
+    """The blend weights with the best mean of HR@1 and MRR on ``cases`` (validation events)."""
+    grid = list(grid or mix_grid())
+    if not cases:
+        return dict(zip(MIX_FIELDS, grid[0], strict=True)), float("nan")
+    ranks = grid_ranks(cases, grid)
+    hr1, mrr = (ranks <= 1).mean(axis=1), (1.0 / ranks).mean(axis=1)
+    best = best_candidate(hr1, mrr)
+    return dict(zip(MIX_FIELDS, grid[best], strict=True)), float(0.5 * (hr1[best] + mrr[best]))
