@@ -27,6 +27,11 @@ Settings (message config first, then ``run_config``, then these defaults)
     rather than the personal profile). ``proximal-mu`` (default 0) is read from
     the message config only: FedProx sends it there, while ``run_config``
     declares the server's FedProx setting for every strategy.
+    ``mix-grid-step`` 0: when the server sets it (e.g. 0.25), evaluation also
+    scores every candidate blend of ``vane.shared.blend.mix_grid(step)`` on the
+    held-out events and replies ``mix-{i}-hr@1`` / ``mix-{i}-mrr`` means (the
+    server picks the population's best). A ``mix`` in any message config is the
+    server's pick; the device keeps it (``InterestTracker.recommend_mix``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from vane.client.tracker import InterestTracker, Mix
+from vane.shared.blend import mix_grid
 from vane.shared.errors import ConfigError, SpecMismatchError
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
@@ -57,6 +63,8 @@ WEIGHTS_KEY = "weights"
 DELTA_KEY = "delta"
 MODEL_BLOB_KEY = "model-blob"
 MODEL_VERSION_KEY = "model-version"
+#: The blend the server picked by federated evaluation (five weights in MIX_FIELDS order).
+MIX_KEY = "mix"
 
 #: Only the ranking model, for evaluation of the federated model itself.
 MODEL_ONLY = Mix(model=1.0, recent=0.0, profile=0.0, transitions=0.0)
@@ -79,6 +87,7 @@ class ClientSettings:
     proximal_mu: float = 0.0
     evaluate_model_only: bool = True
     server_round: int = 0
+    mix_grid_step: float = 0.0
 
     @classmethod
     def read(cls, config: Mapping[str, Any], run_config: Mapping[str, Any]) -> ClientSettings:
@@ -104,12 +113,22 @@ class ClientSettings:
             proximal_mu=get("proximal-mu", 0.0, run_wide=False),
             evaluate_model_only=get("evaluate-model-only", True),
             server_round=get("server-round", 0),
+            mix_grid_step=get("mix-grid-step", 0.0),
         )
         if settings.local_epochs < 1:
             raise ConfigError(f"local-epochs is {settings.local_epochs}; expected >= 1")
         if settings.learning_rate < 0 or settings.proximal_mu < 0:
             raise ConfigError("learning-rate and proximal-mu must be >= 0")
+        if settings.mix_grid_step:
+            try:
+                mix_grid(settings.mix_grid_step)
+            except ValueError as exc:
+                raise ConfigError(f"mix-grid-step: {exc} (0 turns mix scoring off)") from None
         return settings
+
+    def mix_candidates(self) -> list[tuple[float, ...]]:
+        """The candidate blends to score on the held-out events (none when ``mix-grid-step`` is 0)."""
+        return mix_grid(self.mix_grid_step) if self.mix_grid_step else []
 
     def round_seed(self, node_config: Mapping[str, Any]) -> int:
         """A seed fixed by (seed, round, device), so a resumed run replays the same shuffles."""
@@ -149,6 +168,9 @@ def _prepare_model(tracker: InterestTracker, config: ConfigRecord, arrays: Array
             raise ConfigError(f"this device lacks model version {version!r} and the server did not send it")
         taxonomy = Taxonomy.from_dict(json.loads(str(config["taxonomy"]))) if "taxonomy" in config else None
         tracker.install_model(blob, version, taxonomy)
+    if MIX_KEY in config:
+        values = config[MIX_KEY]
+        tracker.recommend_mix(Mix.of(values if isinstance(values, list) else [values]))  # type: ignore[arg-type]
     global_flat = arrays[WEIGHTS_KEY].numpy().astype(np.float32)
     spec_hash = str(config.get("spec-hash", tracker.spec.hash))
     if spec_hash != tracker.spec.hash:
@@ -202,7 +224,8 @@ def evaluate_on_device(msg: Message, context: Context, sim_dir: str | Path | Non
     tracker = _open_tracker(context, sim_dir, MODEL_ONLY if settings.evaluate_model_only else None)
     try:
         _prepare_model(tracker, config, msg.content["arrays"])
-        metrics = tracker.evaluate_local(holdout_fraction=settings.holdout_fraction)
+        metrics = tracker.evaluate_local(holdout_fraction=settings.holdout_fraction,
+                                         mix_candidates=settings.mix_candidates())
     finally:
         tracker.close()
     if metrics.get("num-examples", 0.0) <= 0:

@@ -36,6 +36,7 @@ from vane.client.runtime import LiteModel
 from vane.client.runtime import Prediction as Prediction_
 from vane.client.shifts import Shift, ShiftDetector
 from vane.client.store import EventStore
+from vane.shared.blend import MIX_FIELDS, BlendCase, grid_ranks
 from vane.shared.errors import ConfigError, EventValidationError, SpecMismatchError, TaxonomyError
 from vane.shared.events import OTHER, Event
 from vane.shared.features import Features, Featurizer, make_windows, pad_batch
@@ -50,13 +51,19 @@ _MODEL = "tracker/model"
 _MODEL_VERSION = "tracker/model-version"
 _WEIGHTS = "tracker/weights"
 _TAXONOMY = "tracker/taxonomy"
+_MIX = "tracker/mix"
 
 DUPLICATE_WINDOW_S = 1.0
 
 
 @dataclass(frozen=True)
 class Mix:
-    """How the next-interest distribution blends its sources (weights are renormalised)."""
+    """How the next-interest distribution blends its sources (weights are renormalised).
+
+    The defaults are a prior; a federation picks better weights for its population by federated
+    evaluation (each device scores candidate mixes on its own held-out events) and sends them to
+    the devices, which keep them (:meth:`InterestTracker.recommend_mix`).
+    """
 
     model: float = 0.55
     recent: float = 0.25
@@ -64,6 +71,29 @@ class Mix:
     transitions: float = 0.1
     #: The last event's own categories (a repeat-last prior); 0 leaves them to the other sources.
     last: float = 0.0
+
+    def __post_init__(self) -> None:
+        values = self.weights()
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
+            raise ConfigError(f"mix weights are {dict(zip(MIX_FIELDS, values, strict=True))}; expected finite "
+                              "numbers >= 0 with a positive sum")
+
+    def weights(self) -> tuple[float, ...]:
+        """The weights in :data:`vane.shared.blend.MIX_FIELDS` order."""
+        return tuple(getattr(self, name) for name in MIX_FIELDS)
+
+    @classmethod
+    def of(cls, weights: Sequence[float] | Mapping[str, float]) -> Mix:
+        """From five weights in ``MIX_FIELDS`` order, or a mapping of field names (missing ones are 0)."""
+        if isinstance(weights, Mapping):
+            unknown = set(weights) - set(MIX_FIELDS)
+            if unknown:
+                raise ConfigError(f"mix has unknown fields {sorted(unknown)}; expected some of {list(MIX_FIELDS)}")
+            return cls(**{name: float(weights.get(name, 0.0)) for name in MIX_FIELDS})
+        values = list(weights)
+        if len(values) != len(MIX_FIELDS):
+            raise ConfigError(f"mix is {values!r}; expected {len(MIX_FIELDS)} weights ({', '.join(MIX_FIELDS)})")
+        return cls(*(float(v) for v in values))
 
 
 @dataclass(frozen=True)
@@ -205,6 +235,7 @@ class InterestTracker:
         self._model_version = model_version
         self._half_life_s = half_life_s
         self._mix = mix
+        self._mix_explicit = True
         self._detector_config = dict(detector_config)
         self._lock = threading.RLock()
         self._featurizer = Featurizer(model.spec, taxonomy) if model is not None and taxonomy is not None else None
@@ -255,13 +286,16 @@ class InterestTracker:
             A label for ``model``, kept in the store.
         half_life_days : float, default 7
             Half-life of the decayed interest profile.
+        mix : Mix, optional
+            How "what comes next" blends its sources. When omitted, the mix the federation last
+            recommended to this store (:meth:`recommend_mix`), else the defaults of :class:`Mix`.
         """
         if not (isinstance(half_life_days, (int, float)) and half_life_days > 0 and math.isfinite(half_life_days)):
             raise ConfigError(f"half_life_days is {half_life_days!r}; expected a positive number of days")
         store = EventStore.open(path, key_file=key_file, passphrase=passphrase, key=key, **store_options)
         try:
             return cls._from_store(store, model, taxonomy, model_version, half_life_days * 86400.0,
-                                   mix or Mix(), shift_detector or {})
+                                   mix, shift_detector or {})
         except BaseException:
             store.close()
             raise
@@ -269,7 +303,7 @@ class InterestTracker:
     @classmethod
     def _from_store(cls, store: EventStore, model: bytes | str | os.PathLike[str] | None,
                     taxonomy: Taxonomy | str | os.PathLike[str] | None, model_version: str | None,
-                    half_life_s: float, mix: Mix, detector_config: Mapping[str, float]) -> InterestTracker:
+                    half_life_s: float, mix: Mix | None, detector_config: Mapping[str, float]) -> InterestTracker:
         tax = cls._resolve_taxonomy(store, taxonomy)
         blob: bytes | None
         if model is None:
@@ -286,7 +320,10 @@ class InterestTracker:
             raise SpecMismatchError(
                 f"taxonomy has {len(tax)} categories but the model expects {lite.spec.num_categories}"
             )
-        tracker = cls(store, tax, lite, model_version, half_life_s, mix, detector_config)
+        stored_mix = store.get_state(_MIX)
+        chosen = mix or (Mix.of(json.loads(stored_mix)) if stored_mix else Mix())
+        tracker = cls(store, tax, lite, model_version, half_life_s, chosen, detector_config)
+        tracker._mix_explicit = mix is not None
         if tax is not None and taxonomy is not None:
             store.put_state(_TAXONOMY, json.dumps(tax.to_dict()).encode())
         if model is not None and blob is not None:
@@ -516,6 +553,14 @@ class InterestTracker:
             parts.insert(0, (mix.model, model))
         return _blend(parts), ("model+profile" if model else "profile")
 
+    def _blend_case(self, personal: _Personal, interest: np.ndarray | None, categories: Sequence[str]) -> BlendCase:
+        """The five distributions :meth:`_next_distribution` blends, with the next event's categories as targets."""
+        recent, shares, transitions = personal.distributions()
+        last = personal.transitions.last
+        parts = [self._model_distribution(personal, interest), recent, shares, transitions,
+                 {cat: 1.0 / len(last) for cat in last} if last else {}]
+        return BlendCase.from_dicts(parts, categories)
+
     def _fresh(self) -> None:
         if self._dirty_model_state:
             self._rebuild_model_state()
@@ -651,6 +696,18 @@ class InterestTracker:
 
     # ---- models ---------------------------------------------------------------------------------
 
+    @property
+    def mix(self) -> Mix:
+        """The blend weights in use."""
+        return self._mix
+
+    def recommend_mix(self, mix: Mix) -> None:
+        """Keep the federation's recommended blend in the store; it is used unless the app passed its own ``mix``."""
+        with self._lock:
+            self._store.put_state(_MIX, json.dumps(dict(zip(MIX_FIELDS, mix.weights(), strict=True))).encode())
+            if not self._mix_explicit:
+                self._mix = mix
+
     def _persist_model(self, blob: bytes) -> None:
         self._store.put_state(_MODEL, blob)
         self._store.put_state(_MODEL_VERSION, (self._model_version or "").encode())
@@ -758,11 +815,15 @@ class InterestTracker:
             h, c = out.h, out.c
         return h0, c0
 
-    def evaluate_local(self, holdout_fraction: float = 0.1, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    def evaluate_local(self, holdout_fraction: float = 0.1, ks: tuple[int, ...] = (1, 5, 10),
+                       mix_candidates: Sequence[Sequence[float]] = ()) -> dict[str, float]:
         """Metrics on the held-out newest events, each predicted from everything before it.
 
         Next-interest: HR@1/5/10, NDCG@10, MRR (``other`` is never a hit).
         Intensity (when a model is present): accuracy, recall, F1, AUC.
+        With ``mix_candidates`` (weights in ``MIX_FIELDS`` order, e.g. ``mix_grid(0.25)``), also
+        ``mix-{i}-hr@1`` and ``mix-{i}-mrr`` of the blend under candidate ``i``: only these means
+        leave the device, from which the server picks the population's best blend.
         """
         with self._lock:
             events = self._store.events()
@@ -786,9 +847,12 @@ class InterestTracker:
             acc = RankingAccumulator(ks=ks)
             y_true: list[np.ndarray] = []
             y_score: list[np.ndarray] = []
+            cases: list[BlendCase] = []
             for j in range(cut, len(plain)):
                 dist, _ = self._next_distribution(personal, interest)
                 acc.add_ranked([cat for cat, _ in _ranked(dist)], plain[j].categories)
+                if mix_candidates:
+                    cases.append(self._blend_case(personal, interest, plain[j].categories))
                 if interest is not None:
                     y_true.append(target_intensity[j - 1])
                     y_score.append(last_intensity)
@@ -800,5 +864,10 @@ class InterestTracker:
                 report = classification_report(np.stack(y_true), np.stack(y_score))
                 metrics.update({"accuracy": report["accuracy"], "recall": report["recall"], "f1": report["f1"],
                                 "auc": report["roc_auc"]})
+            if mix_candidates:
+                ranks = grid_ranks(cases, mix_candidates)
+                for i, row in enumerate(ranks):
+                    metrics[f"mix-{i}-hr@1"] = float(np.mean(row <= 1))
+                    metrics[f"mix-{i}-mrr"] = float(np.mean(1.0 / row))
             metrics["num-examples"] = float(holdout)
             return metrics

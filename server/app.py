@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from vane.server.checkpoint import CheckpointStore
 from vane.server.registry import ModelRegistry
 from vane.server.strategies import STRATEGIES, WEIGHTS_KEY, DeltaAggregation, RoundLog, make_strategy
+from vane.shared.blend import MIX_FIELDS, best_candidate, mix_grid
 from vane.shared.errors import ConfigError
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
@@ -38,6 +39,9 @@ from vane.shared.weights import Weights
 logger = logging.getLogger("vane.server")
 
 RoundCallback = Callable[[int, int, dict[str, Any]], None]
+
+#: Config key of the blend the server picked (five weights in MIX_FIELDS order); vane.client.app reads it.
+MIX_KEY = "mix"
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ class ServerSettings:
         Seconds to wait for replies in each phase.
     evaluate_initial : bool, default True
         Evaluate the untrained model on the clients before round 1 (recorded as round 0).
+    mix_grid_step : float, default 0.25
+        Federated choice of the on-device blend: each evaluating device scores the candidates of
+        ``mix_grid(step)`` (70 at 0.25) on its held-out events and sends their mean HR@1 and MRR;
+        the best is published with the model version and sent to the devices. 0 turns it off.
     """
 
     num_server_rounds: int = 3
@@ -107,6 +115,7 @@ class ServerSettings:
     taxonomy_file: str = ""
     round_timeout: float = 600.0
     evaluate_initial: bool = True
+    mix_grid_step: float = 0.25
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -121,6 +130,11 @@ class ServerSettings:
             raise ConfigError(f"run_config local-epochs is {self.local_epochs}; expected >= 1")
         if self.learning_rate < 0:
             raise ConfigError(f"run_config learning-rate is {self.learning_rate}; expected >= 0 (0 = spec default)")
+        if self.mix_grid_step:
+            try:
+                mix_grid(self.mix_grid_step)
+            except ValueError as exc:
+                raise ConfigError(f"run_config mix-grid-step: {exc} (0 = off)") from None
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
@@ -230,6 +244,7 @@ def _evaluate_config(settings: ServerSettings, bundle: ModelBundle) -> ConfigRec
     return ConfigRecord(
         {
             "holdout-fraction": settings.holdout_fraction,
+            "mix-grid-step": settings.mix_grid_step,
             "spec-hash": bundle.spec.hash,
             "taxonomy": json.dumps(bundle.taxonomy.to_dict()),
         }
@@ -256,6 +271,11 @@ class FederationRun:
         self.start_round = 0
         self.bundle, state = self._load(spec, taxonomy, model_blob)
         self.strategy_state = state
+        #: The blend picked by the newest federated evaluation (MIX_FIELDS order), sent with later rounds.
+        self.mix: list[float] | None = next(
+            ([float(r["mix"][f]) for f in MIX_FIELDS] for r in reversed(self.rounds) if r.get("mix")), None)
+        #: Config records handed to the strategy once; the picked mix is written into them.
+        self.live_configs: list[MutableMapping[str, Any]] = []
         self.strategy = make_strategy(
             settings.strategy,
             model_blob=self.bundle.blob,
@@ -300,28 +320,58 @@ class FederationRun:
             logger.info("all %d rounds are done already; nothing to run", s.num_server_rounds)
             return FederationOutcome(self.rounds, self.start_round, self.bundle.weights)
         arrays = ArrayRecord({WEIGHTS_KEY: Array(self.bundle.weights.flat)})
+        train_config, evaluate_config = self.track_configs(_train_config(s, self.bundle),
+                                                           _evaluate_config(s, self.bundle))
         if s.evaluate_initial and self.start_round == 0:
-            self._evaluate_initial(grid, arrays)
+            self._evaluate_initial(grid, arrays, evaluate_config)
         result = self.strategy.start(
             grid,
             arrays,
             num_rounds=remaining,
             timeout=s.round_timeout,
-            train_config=_train_config(s, self.bundle),
-            evaluate_config=_evaluate_config(s, self.bundle),
+            train_config=train_config,
+            evaluate_config=evaluate_config,
             evaluate_fn=self._after_round,
         )
         final = result.arrays[WEIGHTS_KEY].numpy() if result.arrays is not None else self.bundle.weights.flat
         return FederationOutcome(self.rounds, s.num_server_rounds, Weights(self.bundle.spec.hash, final))
 
-    def _evaluate_initial(self, grid: Grid, arrays: ArrayRecord) -> None:
+    def track_configs(self, *configs: Any) -> tuple[Any, ...]:
+        """Keep ``configs`` (train, evaluate) so that a newly picked mix reaches the devices in later rounds."""
+        self.live_configs = list(configs)
+        self._send_mix()
+        return configs
+
+    def _send_mix(self) -> None:
+        if self.mix is not None:
+            for config in self.live_configs:
+                config[MIX_KEY] = list(self.mix)
+
+    def pick_mix(self, log: RoundLog) -> None:
+        """Turn the round's ``mix-{i}-*`` means into the chosen blend; keep only its own HR@1 and MRR."""
+        metrics = log.evaluate_metrics
+        grid = mix_grid(self.settings.mix_grid_step) if self.settings.mix_grid_step else []
+        if not grid or f"mix-{len(grid) - 1}-mrr" not in metrics:
+            return
+        hr1 = [metrics.pop(f"mix-{i}-hr@1") for i in range(len(grid))]
+        mrr = [metrics.pop(f"mix-{i}-mrr") for i in range(len(grid))]
+        best = best_candidate(hr1, mrr)
+        log.mix = dict(zip(MIX_FIELDS, grid[best], strict=True))
+        metrics["mix-hr@1"], metrics["mix-mrr"] = hr1[best], mrr[best]
+        self.mix = list(grid[best])
+        self._send_mix()
+        logger.info("round %d: blend %s (HR@1 %.4f, MRR %.4f on the devices' held-out events)",
+                    log.round, log.mix, hr1[best], mrr[best])
+
+    def _evaluate_initial(self, grid: Grid, arrays: ArrayRecord, config: ConfigRecord) -> None:
         strategy: Any = self.strategy
         started = time.perf_counter()
-        messages = strategy.configure_evaluate(0, arrays, _evaluate_config(self.settings, self.bundle), grid)
+        messages = strategy.configure_evaluate(0, arrays, config, grid)
         replies = grid.send_and_receive(messages, timeout=self.settings.round_timeout)
         strategy.aggregate_evaluate(0, replies)
         log: RoundLog = self.strategy.rounds[0]
         log.seconds = time.perf_counter() - started
+        self.pick_mix(log)
         self._record(log)
         logger.info("round 0 (untrained model) evaluate: %s", log.evaluate_metrics)
 
@@ -333,6 +383,7 @@ class FederationRun:
         log = self.strategy.rounds[rnd]
         log.seconds = time.perf_counter() - log.started
         weights = Weights(self.bundle.spec.hash, arrays[WEIGHTS_KEY].numpy().astype(np.float32))
+        self.pick_mix(log)
         self._record(log)
         path = self.checkpoints.save(
             rnd,
@@ -346,7 +397,9 @@ class FederationRun:
         )
         metrics = {**{k if k.startswith(("train-", "dp-")) else f"train-{k}": v for k, v in log.train_metrics.items()},
                    **log.evaluate_metrics}
-        version = self.registry.publish(rnd, self.bundle.spec.hash, self.bundle.taxonomy.version, metrics, path)
+        mix = dict(zip(MIX_FIELDS, self.mix, strict=True)) if self.mix is not None else None
+        version = self.registry.publish(rnd, self.bundle.spec.hash, self.bundle.taxonomy.version, metrics, path,
+                                        mix=mix)
         logger.info(
             "round %d done in %.2fs: train %s | evaluate %s | rejected %s | failed %s | published %s",
             rnd, log.seconds, log.train_metrics, log.evaluate_metrics,

@@ -33,6 +33,8 @@ class ModelVersion:
     metrics: dict[str, float]
     created_at: str
     path: str
+    #: The on-device blend picked by federated evaluation for this version (None: the client's defaults).
+    mix: dict[str, float] | None = None
 
 
 def _utc_now() -> datetime:
@@ -68,7 +70,8 @@ class ModelRegistry:
             raise ConfigError(f"model registry {str(self.file)!r} is corrupt: {exc}") from None
 
     def publish(
-        self, round_number: int, spec_hash: str, taxonomy_version: str, metrics: dict[str, float], path: str | Path
+        self, round_number: int, spec_hash: str, taxonomy_version: str, metrics: dict[str, float], path: str | Path,
+        mix: dict[str, float] | None = None,
     ) -> ModelVersion:
         """Add a version (replacing one of the same id, as a resumed run re-publishes its round)."""
         version = ModelVersion(
@@ -79,6 +82,7 @@ class ModelRegistry:
             metrics={k: float(v) for k, v in metrics.items()},
             created_at=self.clock().isoformat(timespec="seconds"),
             path=str(Path(path).resolve()),
+            mix=dict(mix) if mix is not None else None,
         )
         versions = [v for v in self.versions() if v.id != version.id] + [version]
         self._write(versions)

@@ -259,7 +259,7 @@ def run_secure(run: Any, grid: Grid, context: Context, secagg: SecAggSettings,
     remaining = s.num_server_rounds - run.start_round
     if remaining <= 0:
         return FederationOutcome(run.rounds, run.start_round, run.bundle.weights)
-    train, evaluate = _configs(run)
+    train, evaluate = run.track_configs(*_configs(run))
     if noise is not None:
         train[KEY_CLIPPING_NORM] = noise.clipping_norm
     strategy = _make_strategy_class()(

@@ -64,6 +64,8 @@ class RoundLog:
     train_metrics: dict[str, float] = field(default_factory=dict)
     evaluate_metrics: dict[str, float] = field(default_factory=dict)
     evaluate_failed: dict[int, str] = field(default_factory=dict)
+    #: The blend picked from this round's federated evaluation (``mix-grid-step``), if any.
+    mix: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,7 @@ class RoundLog:
             "train": self.train_metrics,
             "evaluate": self.evaluate_metrics,
             "evaluate-failed": {str(k): v for k, v in self.evaluate_failed.items()},
+            "mix": self.mix,
         }
 
 

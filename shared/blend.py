@@ -38,17 +38,27 @@ class BlendCase:
     components: np.ndarray  # (5, K) float64, in MIX_FIELDS order
     present: np.ndarray  # (5,) bool: the component is non-empty
     targets: list[int]  # indices of the event's categories (other excluded) in keys
+    member: np.ndarray  # (5, K) bool: the key is in that component (even with probability 0)
 
     @classmethod
     def from_dicts(cls, dists: Sequence[Mapping[str, float]], categories: Sequence[str]) -> BlendCase:
-        keys = sorted(set().union(*dists))
+        # ``other`` is never a hit and the metrics drop it from ranked lists, so it is not a key.
+        keys = sorted(set().union(*dists) - {OTHER})
         position = {k: i for i, k in enumerate(keys)}
         comps = np.zeros((len(dists), len(keys)))
+        member = np.zeros((len(dists), len(keys)), dtype=bool)
         for row, dist in enumerate(dists):
             for cat, p in dist.items():
-                comps[row, position[cat]] = p
-        targets = [position[c] for c in categories if c != OTHER and c in position]
-        return cls(keys, comps, np.array([bool(d) for d in dists]), targets)
+                if cat in position:
+                    comps[row, position[cat]] = p
+                    member[row, position[cat]] = True
+        targets = [position[c] for c in categories if c in position]
+        return cls(keys, comps, np.array([bool(d) for d in dists]), targets, member)
+
+    def covered(self, weights: Sequence[float]) -> np.ndarray:
+        """(K,) bool: the key is in the tracker's blended distribution (a component with weight > 0 has it)."""
+        used = np.asarray(weights, dtype=np.float64) > 0
+        return (self.member & (used & self.present)[:, None]).any(axis=0)
 
     def blend(self, weights: Sequence[float]) -> np.ndarray:
         """The same numbers as ``vane.client.tracker._blend`` (weights renormalised over present parts)."""
@@ -63,11 +73,19 @@ class BlendCase:
             out = out + w / total * self.components[i]
         return out
 
-    def rank(self, scores: np.ndarray) -> float:
-        """Best 1-based rank of a target in the tracker's order (score desc, name asc); inf for a miss."""
+    def rank(self, scores: np.ndarray, covered: np.ndarray | None = None) -> float:
+        """Best 1-based rank of a target in the tracker's order (score desc, name asc); inf for a miss.
+
+        With ``covered`` (:meth:`covered`) only those keys are ranked, as in the tracker's list: a
+        target outside it is a miss.
+        """
+        if covered is not None:
+            scores = np.where(covered, scores, -np.inf)
         best = float("inf")
         for t in self.targets:
             s = scores[t]
+            if s == -np.inf:
+                continue
             r = 1 + int(np.count_nonzero(scores > s)) + int(np.count_nonzero(scores[:t] == s))
             best = min(best, float(r))
         return best
@@ -89,32 +107,34 @@ def mix_grid(step: float = 0.1) -> list[tuple[float, ...]]:
 def grid_ranks(cases: Sequence[BlendCase], grid: Sequence[Sequence[float]]) -> np.ndarray:
     """(G, E) best rank of each event's targets under each candidate weighting; inf for a miss.
 
-    Exactly :meth:`BlendCase.rank` of :meth:`BlendCase.blend` for every pair, vectorised over events.
+    Exactly :meth:`BlendCase.rank` of :meth:`BlendCase.blend` restricted to :meth:`BlendCase.covered`
+    for every pair, vectorised over events.
     """
     if not cases:
         return np.zeros((len(grid), 0))
     width = max(max(len(c.keys) for c in cases), 1)
     comps = np.zeros((len(cases), len(MIX_FIELDS), width), dtype=np.float64)
+    member = np.zeros((len(cases), len(MIX_FIELDS), width), dtype=bool)
     present = np.zeros((len(cases), len(MIX_FIELDS)), dtype=np.float64)
     mask = np.zeros((len(cases), width), dtype=bool)
-    valid = np.zeros((len(cases), width), dtype=bool)
     for e, case in enumerate(cases):
         comps[e, :, : len(case.keys)] = case.components
+        member[e, :, : len(case.keys)] = case.member
         present[e] = case.present
         mask[e, case.targets] = True
-        valid[e, : len(case.keys)] = True
     positions = np.arange(width)[None, :]
     out = np.empty((len(grid), len(cases)))
     for g, weights in enumerate(grid):
         w = np.asarray(weights, dtype=np.float64)[None, :] * present
         total = w.sum(axis=1, keepdims=True)
         scores = np.einsum("ec,eck->ek", w / np.maximum(total, 1e-300), comps)
-        scores[~valid] = -1.0
+        # Only keys of a weighted component are in the tracker's list (padding is in none).
+        scores[~(member & (w > 0)[:, :, None]).any(axis=1)] = -np.inf
         target = np.where(mask, scores, -np.inf).max(axis=1)
         # Ties go to the earlier key (name order), exactly as the tracker ranks them.
         first = np.argmax(mask & (scores == target[:, None]), axis=1)
         ahead = (scores > target[:, None]) | ((scores == target[:, None]) & (positions < first[:, None]))
-        out[g] = np.where(mask.any(axis=1), 1.0 + ahead.sum(axis=1), np.inf)
+        out[g] = np.where(target > -np.inf, 1.0 + ahead.sum(axis=1), np.inf)
     return out
 
 

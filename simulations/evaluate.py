@@ -362,11 +362,7 @@ def _collect_user(tracker: Any, history: Sequence[Event], n_train: int, test: Se
     personal.update_many([(i + 1, ev) for i, ev in enumerate(events[:n_train])])
     run = _UserRun()
     for j in range(n_train, len(events)):
-        recent, shares, transitions = personal.distributions()
-        model_dist = tracker._model_distribution(personal, out.interest[j - 1])
-        last = personal.transitions.last
-        last_dist = {cat: 1.0 / len(last) for cat in last}
-        case = BlendCase.from_dicts([model_dist, recent, shares, transitions, last_dist], events[j].categories)
+        case = tracker._blend_case(personal, out.interest[j - 1], events[j].categories)
         if j < len(history):
             run.val.append(case)
             run.val_intensity_true.append(intensity_truth[j - 1])
@@ -396,8 +392,9 @@ def _score_lstm(runs: Sequence[_UserRun], mix: Mapping[str, float], candidates: 
         collector.val_score.extend(run.val_intensity_score)
         for case, y_true, y_score in zip(run.test, run.intensity_true, run.intensity_score, strict=True):
             scores = case.blend(weights)
-            collector.ranking.add_rank(case.rank(scores) if case.targets else float("inf"))
-            model_only.add_rank(case.rank(case.blend((1.0, 0.0, 0.0, 0.0, 0.0))) if case.targets else float("inf"))
+            collector.ranking.add_rank(case.rank(scores, case.covered(weights)))
+            model_w = (1.0, 0.0, 0.0, 0.0, 0.0)
+            model_only.add_rank(case.rank(case.blend(model_w), case.covered(model_w)))
             collector.intensity_true.append(y_true)
             collector.intensity_score.append(y_score)
             prob = dict(zip(case.keys, scores.tolist(), strict=True))

@@ -29,7 +29,7 @@ def test_grid_ranks_equal_ranking_each_blend_one_by_one():
     grid = mix_grid(0.25)
     ranks = grid_ranks(cases, grid)
     assert ranks.shape == (len(grid), len(cases))
-    expected = np.array([[c.rank(c.blend(w)) if c.targets else np.inf for c in cases] for w in grid])
+    expected = np.array([[c.rank(c.blend(w), c.covered(w)) for c in cases] for w in grid])
     assert np.array_equal(ranks, expected)
     assert np.isinf(ranks).any() and (ranks == 1).any() and (ranks > 1).any()  # misses, hits and others
 

@@ -245,3 +245,51 @@ def test_interests_follow_a_detected_shift_before_the_time_decayed_profile_does(
     assert shares.get("sports", 0.0) > shares.get("travel", 0.0)
     assert profile.top[0].category == "travel"
     tracker.close()
+
+
+def test_candidate_blends_scored_on_the_holdout_match_the_trackers_own_metrics(
+        tmp_path: Path, small_training_blob: bytes, taxonomy: Taxonomy) -> None:
+    """Each candidate's mix-i metrics are what evaluate_local reports when that blend is the tracker's own."""
+    from vane.client.tracker import Mix
+    from vane.shared.blend import mix_grid
+
+    events = make_events(150, switch_at=90)
+    grid = mix_grid(0.5)
+    scored = {}
+    with open_tracker(tmp_path, small_training_blob, taxonomy) as tracker:
+        tracker.record_many(events)
+        scored = tracker.evaluate_local(mix_candidates=grid)
+    assert {f"mix-{i}-{m}" for i in range(len(grid)) for m in ("hr@1", "mrr")} <= set(scored)
+    values = {(scored[f"mix-{i}-hr@1"], scored[f"mix-{i}-mrr"]) for i in range(len(grid))}
+    assert len(values) > 3  # the candidates do differ on this person
+    for i in (0, 4, len(grid) - 1):
+        own = InterestTracker.open(tmp_path / "t.db", key_file=tmp_path / "key", mix=Mix.of(grid[i]),
+                                   scrypt_params=(2**10, 8, 1))
+        with own:
+            metrics = own.evaluate_local()
+        assert scored[f"mix-{i}-hr@1"] == pytest.approx(metrics["hr@1"])
+        assert scored[f"mix-{i}-mrr"] == pytest.approx(metrics["mrr"])
+
+
+def test_a_recommended_mix_is_kept_in_the_store_unless_the_app_chose_its_own(tmp_path: Path) -> None:
+    from vane.client.tracker import Mix
+    from vane.shared.errors import ConfigError
+
+    picked = Mix.of([0.0, 0.5, 0.0, 0.25, 0.25])
+    with open_tracker(tmp_path, None, None) as tracker:
+        assert tracker.mix == Mix()
+        tracker.recommend_mix(picked)
+        assert tracker.mix == picked
+    with open_tracker(tmp_path, None, None) as tracker:
+        assert tracker.mix == picked  # kept across restarts
+    own = Mix(model=1.0, recent=0.0, profile=0.0, transitions=0.0)
+    with InterestTracker.open(tmp_path / "t.db", key_file=tmp_path / "key", mix=own,
+                              scrypt_params=(2**10, 8, 1)) as tracker:
+        tracker.recommend_mix(Mix.of([0.2, 0.2, 0.2, 0.2, 0.2]))
+        assert tracker.mix == own  # the app's explicit choice wins
+    with open_tracker(tmp_path, None, None) as tracker:
+        assert tracker.mix == Mix.of([0.2, 0.2, 0.2, 0.2, 0.2])  # but the recommendation is stored
+    for bad, words in (([0.5, 0.5], "expected 5 weights"), ([0, 0, 0, 0, 0], "positive sum"),
+                       ([1, -1, 1, 1, 1], "expected finite"), ({"model": 1, "bogus": 1}, "unknown fields")):
+        with pytest.raises(ConfigError, match=words):
+            Mix.of(bad)
