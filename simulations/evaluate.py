@@ -24,8 +24,10 @@ Steps of :func:`run_evaluation`:
    :func:`vane.simulations.federation.run_federated`). The three LSTMs are evaluated through the tracker's
    on-device prediction path: the LiteRT softmax, its ``other`` mass handed to the person's own
    out-of-taxonomy categories, blended with the short-memory, profile and transition distributions by a
-   :class:`~vane.client.tracker.Mix`. The Mix of each LSTM method is tuned on the validation events (never
-   on test) and stored in the results.
+   :class:`~vane.client.tracker.Mix`. The Mix of the local and centralised LSTMs is tuned on the pooled
+   validation events (never on test); the federated LSTM uses the Mix its own federated evaluation picked
+   (each device scores candidate blends on its held-out events, only the means leave it), with the centrally
+   tuned one reported beside it. Both are stored in the results.
 
 Outputs in ``out``: ``results.json``, ``report.md`` and plots (see :mod:`vane.simulations.report`).
 """
@@ -408,17 +410,27 @@ def _score_lstm(runs: Sequence[_UserRun], mix: Mapping[str, float], candidates: 
 
 
 def _finish_lstm(runs: list[_UserRun], config: EvaluationConfig, candidates: ItemCandidates,
-                 taxonomy: Taxonomy) -> dict[str, Any]:
+                 taxonomy: Taxonomy, federated_mix: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Score with the Mix the federation picked (``federated_mix``) or else one tuned on validation events."""
     from vane.client.tracker import Mix
 
     default = asdict(Mix())
     mix = default
     val_objective = float("nan")
+    source = "default"
     if config.tune_mix:
         mix, val_objective = tune_mix([case for run in runs for case in run.val])
+        source = "tuned on the pooled validation events"
+    tuned = mix
+    if federated_mix is not None:
+        mix, source = dict(federated_mix), "picked by federated evaluation (devices' held-out events)"
     result: dict[str, Any] = _score_lstm(runs, mix, candidates, len(taxonomy))
     result["mix"] = mix
+    result["mix_source"] = source
     result["mix_val_objective"] = val_objective
+    if federated_mix is not None and config.tune_mix and tuned != mix:
+        central = _score_lstm(runs, tuned, candidates, len(taxonomy))
+        result["central_tuned_mix"] = {"mix": tuned, **{k: central[k] for k in CATEGORY_METRICS}}
     if mix != default:
         untuned = _score_lstm(runs, default, candidates, len(taxonomy))
         result["default_mix"] = {k: untuned[k] for k in CATEGORY_METRICS}
@@ -426,7 +438,8 @@ def _finish_lstm(runs: list[_UserRun], config: EvaluationConfig, candidates: Ite
 
 
 def evaluate_with_weights(split: Split, taxonomy: Taxonomy, blob: bytes, weights: Weights | None,
-                          config: EvaluationConfig, candidates: ItemCandidates, workdir: Path) -> dict[str, Any]:
+                          config: EvaluationConfig, candidates: ItemCandidates, workdir: Path,
+                          federated_mix: Mapping[str, float] | None = None) -> dict[str, Any]:
     """One shared model (centralised or federated) on every user through the tracker's predictor."""
     tracker = _open_tracker(workdir / "shared-model.store", blob, taxonomy)
     try:
@@ -436,7 +449,7 @@ def evaluate_with_weights(split: Split, taxonomy: Taxonomy, blob: bytes, weights
                 for uid in split.evaluated_users]
     finally:
         tracker.close()
-    return _finish_lstm(runs, config, candidates, taxonomy)
+    return _finish_lstm(runs, config, candidates, taxonomy, federated_mix)
 
 
 def evaluate_local_lstm(split: Split, taxonomy: Taxonomy, blob: bytes, config: EvaluationConfig,
@@ -631,11 +644,13 @@ def _run_lstm_methods(names: list[str], config: EvaluationConfig, split: Split, 
             t0 = time.perf_counter()
             fed = _run_federation(split, taxonomy, spec, blob, config, out / "federation")
             train_s = time.perf_counter() - t0
+            picked = next((r["mix"] for r in reversed(fed.rounds) if r.get("mix")), None)
             methods["federated-lstm"] = evaluate_with_weights(split, taxonomy, blob, fed.final_weights, config,
-                                                              candidates, work)
+                                                              candidates, work, federated_mix=picked)
             methods["federated-lstm"]["train_seconds"] = train_s
             results["federated_rounds"] = [
-                {"round": r["round"], "seconds": r["seconds"], "train": r["train"], "evaluate": r["evaluate"]}
+                {"round": r["round"], "seconds": r["seconds"], "train": r["train"], "evaluate": r["evaluate"],
+                 "mix": r.get("mix")}
                 for r in fed.rounds
             ]
             walls["federated-lstm"] = time.perf_counter() - t0
@@ -647,16 +662,17 @@ def _run_federation(split: Split, taxonomy: Taxonomy, spec: ModelSpec, blob: byt
     """Flower simulation over every user's training events (one SuperNode per user)."""
     from vane.simulations.federation import run_federated
 
-    users = {uid: events for uid, events in split.train.items() if len(events) >= 2}
+    # Devices hold everything before the test events; each keeps its newest ~10% (at most 50, about its
+    # validation events) aside: training never sees them, and the per-round evaluation on them picks the
+    # blend (``mix-grid-step``) with no data leaving the devices. Test events are never on a device.
+    users = {uid: split.history(uid) for uid in split.train if len(split.history(uid)) >= 2}
     return run_federated(
         users, taxonomy, spec, rounds=config.rounds, fraction=config.fraction, out_dir=out,
         local_epochs=config.fed_local_epochs, learning_rate=config.client_learning_rate, seed=config.seed,
         model_blob=blob, num_cpus=config.num_cpus or os.cpu_count(), progress=False,
-        # The per-round check is a progress signal only (the reported metrics come afterwards, on test);
-        # about 100 devices keep it cheap on large populations.
+        # About 100 devices per round keep the per-round evaluation cheap on large populations.
         fraction_evaluate=min(1.0, 100.0 / len(users)),
-        # The devices hold only training events; keep just the newest one aside for the per-round check.
-        server_config={"holdout-fraction": 0.0},
+        server_config={"holdout-fraction": 0.1},
     )
 
 

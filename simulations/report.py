@@ -72,7 +72,12 @@ def _mix_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
         if "default_mix" in metrics:
             d = metrics["default_mix"]
             extra += f"; default Mix: HR@1 {_fmt(d['hr@1'])}, MRR {_fmt(d['mrr'])}"
-        lines.append(f"- {name}: Mix({weights}){extra}")
+        if "central_tuned_mix" in metrics:
+            c = metrics["central_tuned_mix"]
+            tuned = ", ".join(f"{k} {v:g}" for k, v in c["mix"].items())
+            extra += f"; Mix({tuned}) tuned centrally on validation: HR@1 {_fmt(c['hr@1'])}, MRR {_fmt(c['mrr'])}"
+        source = f" ({metrics['mix_source']})" if "mix_source" in metrics else ""
+        lines.append(f"- {name}: Mix({weights}){source}{extra}")
     return lines
 
 
@@ -95,7 +100,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     lines += [f"- **{key}**: {text}" for key, text in results.get("protocol", {}).items()]
     mix = _mix_section(methods)
     if mix:
-        lines += ["", "## Blend weights of the LSTM methods (tuned on validation events)", *mix]
+        lines += ["", "## Blend weights of the LSTM methods", *mix]
     targets = _targets_section(methods)
     if targets:
         lines += ["", "## Targets", *targets]

@@ -59,6 +59,10 @@ def test_short_evaluation_on_real_slice_writes_every_output(tmp_path, dataset, p
     if "federated-lstm" in config.methods:
         assert (tmp_path / "federated_rounds.png").stat().st_size > 1000
         assert [r["round"] for r in results["federated_rounds"]] == [0, 1, 2]
+        # The federated LSTM answers with the blend its own federated evaluation picked, not a central one.
+        fed = saved["methods"]["federated-lstm"]
+        assert fed["mix"] == results["federated_rounds"][-1]["mix"]
+        assert fed["mix_source"].startswith("picked by federated evaluation")
 
 
 def test_same_seed_gives_the_same_metrics_on_synthetic(tmp_path):

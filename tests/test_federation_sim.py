@@ -134,3 +134,24 @@ def test_resume_after_round_two_matches_the_uninterrupted_run(full, resumed):
     assert diff <= 1e-6
     registry = json.loads((second.out_dir / "registry" / "registry.json").read_text())
     assert [v["round"] for v in registry] == [1, 2, 3]
+
+
+def test_the_blend_is_picked_by_federated_evaluation_published_and_kept_on_the_devices(full):
+    """Each round picks the blend with the best device-side HR@1+MRR; it reaches the registry and the devices."""
+    from vane.client.app import SIM_KEY_FILE, sim_store_path
+    from vane.client.tracker import InterestTracker, Mix
+    from vane.shared.blend import MIX_FIELDS
+
+    result, _ = full
+    for entry in result.rounds:
+        mix, metrics = entry["mix"], entry["evaluate"]
+        assert set(mix) == set(MIX_FIELDS) and sum(mix.values()) == pytest.approx(1.0)
+        assert not any(k.startswith("mix-") and k[4].isdigit() for k in metrics)  # per-candidate means dropped
+        # The model-only blend the devices report as hr@1/mrr is one of the 70 candidates, so the pick is no worse.
+        assert metrics["mix-hr@1"] + metrics["mix-mrr"] >= metrics["hr@1"] + metrics["mrr"] - 1e-9
+    registry = json.loads((result.out_dir / "registry" / "registry.json").read_text())
+    assert [v["mix"] for v in registry] == [r["mix"] for r in result.rounds if r["round"] > 0]
+    # Round 3's evaluate messages carried round 2's pick; a device keeps it for its own predictions.
+    devices = result.out_dir / "devices"
+    with InterestTracker.open(sim_store_path(devices, 5), key_file=devices / SIM_KEY_FILE) as tracker:
+        assert tracker.mix == Mix.of(result.round(2)["mix"])
