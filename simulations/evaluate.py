@@ -687,7 +687,9 @@ def protocol_notes(config: EvaluationConfig, spec: ModelSpec) -> dict[str, str]:
                 f"+ {RECENCY_BONUS:g}*0.5^(events since the user last saw the item / {RECENCY_HALF_LIFE_EVENTS:g}) "
                 f"+ {POPULARITY_BONUS:g}*popularity/max; ties rank the true item last",
         "lstm_path": "tracker prediction path: LiteRT softmax (other's mass to own out-of-taxonomy categories) "
-                     "blended with short-memory, profile and transitions by a Mix tuned on validation events",
+                     "blended with short-memory, profile, transitions and the last event by a Mix: local and "
+                     "centralised tuned on the pooled validation events, federated picked by its own federated "
+                     "evaluation on the devices' held-out events",
     }
 
 

@@ -105,14 +105,19 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if targets:
         lines += ["", "## Targets", *targets]
     if results.get("federated_rounds"):
-        lines += ["", "## Federated rounds (clients' model-only check on their newest training event)", "",
-                  "| round | seconds | train loss | " + " | ".join(ROUND_METRICS) + " |",
-                  "|---:|---:|---:|" + "---:|" * len(ROUND_METRICS)]
+        lines += ["", "## Federated rounds (sampled devices' check on their held-out newest events: the model "
+                  "alone, then the blend picked from that round's candidates)", "",
+                  "| round | seconds | train loss | " + " | ".join(ROUND_METRICS)
+                  + " | blend hr@1 | blend mrr | blend |",
+                  "|---:|---:|---:|" + "---:|" * len(ROUND_METRICS) + "---:|---:|---|"]
         for r in results["federated_rounds"]:
             ev = r.get("evaluate", {})
+            mix = r.get("mix")
+            blend = ", ".join(f"{k} {v:g}" for k, v in mix.items() if v) if mix else "–"
             lines.append(f"| {r['round']} | {_fmt(float(r.get('seconds') or 0.0))} | "
                          f"{_fmt(r.get('train', {}).get('train-loss'))} | "
-                         + " | ".join(_fmt(ev.get(m)) for m in ROUND_METRICS) + " |")
+                         + " | ".join(_fmt(ev.get(m)) for m in ROUND_METRICS)
+                         + f" | {_fmt(ev.get('mix-hr@1'))} | {_fmt(ev.get('mix-mrr'))} | {blend} |")
     if results.get("drift"):
         from vane.simulations.drift import render_drift_markdown
 
