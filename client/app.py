@@ -50,7 +50,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from vane.client.tracker import InterestTracker, Mix
-from vane.shared.blend import mix_grid
+from vane.shared.blend import MIX_CONFIG_KEY, mix_grid
 from vane.shared.errors import ConfigError, SpecMismatchError
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
@@ -63,8 +63,6 @@ WEIGHTS_KEY = "weights"
 DELTA_KEY = "delta"
 MODEL_BLOB_KEY = "model-blob"
 MODEL_VERSION_KEY = "model-version"
-#: The blend the server picked by federated evaluation (five weights in MIX_FIELDS order).
-MIX_KEY = "mix"
 
 #: Only the ranking model, for evaluation of the federated model itself.
 MODEL_ONLY = Mix(model=1.0, recent=0.0, profile=0.0, transitions=0.0)
@@ -168,8 +166,8 @@ def _prepare_model(tracker: InterestTracker, config: ConfigRecord, arrays: Array
             raise ConfigError(f"this device lacks model version {version!r} and the server did not send it")
         taxonomy = Taxonomy.from_dict(json.loads(str(config["taxonomy"]))) if "taxonomy" in config else None
         tracker.install_model(blob, version, taxonomy)
-    if MIX_KEY in config:
-        values = config[MIX_KEY]
+    if MIX_CONFIG_KEY in config:
+        values = config[MIX_CONFIG_KEY]
         tracker.recommend_mix(Mix.of(values if isinstance(values, list) else [values]))  # type: ignore[arg-type]
     global_flat = arrays[WEIGHTS_KEY].numpy().astype(np.float32)
     spec_hash = str(config.get("spec-hash", tracker.spec.hash))

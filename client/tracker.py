@@ -704,7 +704,9 @@ class InterestTracker:
     def recommend_mix(self, mix: Mix) -> None:
         """Keep the federation's recommended blend in the store; it is used unless the app passed its own ``mix``."""
         with self._lock:
-            self._store.put_state(_MIX, json.dumps(dict(zip(MIX_FIELDS, mix.weights(), strict=True))).encode())
+            encoded = json.dumps(dict(zip(MIX_FIELDS, mix.weights(), strict=True))).encode()
+            if self._store.get_state(_MIX) != encoded:  # every round resends it; write only a change
+                self._store.put_state(_MIX, encoded)
             if not self._mix_explicit:
                 self._mix = mix
 

@@ -30,7 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from vane.server.checkpoint import CheckpointStore
 from vane.server.registry import ModelRegistry
 from vane.server.strategies import STRATEGIES, WEIGHTS_KEY, DeltaAggregation, RoundLog, make_strategy
-from vane.shared.blend import MIX_FIELDS, best_candidate, mix_grid
+from vane.shared.blend import MIX_CONFIG_KEY, MIX_FIELDS, best_candidate, mix_grid
 from vane.shared.errors import ConfigError
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
@@ -39,9 +39,6 @@ from vane.shared.weights import Weights
 logger = logging.getLogger("vane.server")
 
 RoundCallback = Callable[[int, int, dict[str, Any]], None]
-
-#: Config key of the blend the server picked (five weights in MIX_FIELDS order); vane.client.app reads it.
-MIX_KEY = "mix"
 
 
 @dataclass(frozen=True)
@@ -345,7 +342,7 @@ class FederationRun:
     def _send_mix(self) -> None:
         if self.mix is not None:
             for config in self.live_configs:
-                config[MIX_KEY] = list(self.mix)
+                config[MIX_CONFIG_KEY] = list(self.mix)
 
     def pick_mix(self, log: RoundLog) -> None:
         """Turn the round's ``mix-{i}-*`` means into the chosen blend; keep only its own HR@1 and MRR."""
