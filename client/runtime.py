@@ -25,7 +25,7 @@ from vane.shared.weights import Weights
 
 logger = logging.getLogger("vane.client")
 
-_FEATURE_KEYS = ("cats", "item", "tokens", "gap", "kind")
+_FEATURE_KEYS = Features.FIELDS
 _TRAINING_SIGNATURES = ("train", "get_weights", "set_weights", "reset_optimizer")
 
 

@@ -10,11 +10,11 @@ of taste is reported once.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from vane.shared.divergence import js_divergence
 from vane.shared.errors import ConfigError
 
 
@@ -31,19 +31,6 @@ class Shift:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def js_divergence(p: dict[str, float], q: dict[str, float]) -> float:
-    """Jensen–Shannon divergence in bits (0 = identical, 1 = disjoint) of two normalised distributions."""
-    total = 0.0
-    for key in p.keys() | q.keys():
-        a, b = p.get(key, 0.0), q.get(key, 0.0)
-        m = 0.5 * (a + b)
-        if a > 0:
-            total += 0.5 * a * math.log2(a / m)
-        if b > 0:
-            total += 0.5 * b * math.log2(b / m)
-    return max(0.0, min(1.0, total))
 
 
 def _top(dist: dict[str, float], k: int, floor: float) -> tuple[str, ...]:
@@ -151,7 +138,7 @@ class ShiftDetector:
         self._current *= self._keep_long
         self._current[slots] += (1.0 - self._keep_long) / len(slots)
         self.seen += 1
-        self.divergence = _jsd(self._short / self._short.sum(), self._long / self._long.sum())
+        self.divergence = float(js_divergence(self._short / self._short.sum(), self._long / self._long.sum()))
         if self.seen < self.warmup:
             return None
         if self.armed and self.divergence > self.enter:
@@ -192,11 +179,7 @@ class ShiftDetector:
         long = _filtered(self._long, onehot, self._keep_long)
         p = short / short.sum(axis=1, keepdims=True)
         q = long / long.sum(axis=1, keepdims=True)
-        m = 0.5 * (p + q)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            js = 0.5 * (np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
-                        + np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1))
-        js = np.clip(js, 0.0, 1.0)
+        js = js_divergence(p, q)
         found: list[Shift] = []
         segment_start = 0
         for t, (_, seq, timestamp) in enumerate(block):
@@ -268,9 +251,3 @@ def _as_dist(names: list[str], mass: np.ndarray) -> dict[str, float]:
     return {name: float(m) / total for name, m in zip(names, mass) if m > 1e-9 * total}
 
 
-def _jsd(p: np.ndarray, q: np.ndarray) -> float:
-    m = 0.5 * (p + q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(p > 0, p * np.log2(p / m), 0.0)
-        b = np.where(q > 0, q * np.log2(q / m), 0.0)
-    return float(max(0.0, min(1.0, 0.5 * (a.sum() + b.sum()))))

@@ -210,7 +210,7 @@ def _blend(parts: Sequence[tuple[float, dict[str, float]]]) -> dict[str, float]:
 
 def _infer_sequence(model: LiteModel, feats: Features, h: np.ndarray, c: np.ndarray) -> Prediction_:
     """Run one person's (N, ...) features through ``infer`` from state (h, c); outputs are (N, C)."""
-    batched = Features(*(getattr(feats, f)[None] for f in ("cats", "item", "tokens", "gap", "kind")))
+    batched = feats.map(lambda a: a[None])
     out = model.infer(batched, h0=h, c0=c)
     return Prediction_(out.interest[0], out.intensity[0], out.h, out.c)
 
@@ -793,7 +793,7 @@ class InterestTracker:
                 order = rng.permutation(len(wf.item))
                 for start in range(0, len(order), spec.batch):
                     idx = order[start : start + spec.batch]
-                    sub = Features(*(getattr(wf, f)[idx] for f in ("cats", "item", "tokens", "gap", "kind")))
+                    sub = wf.select(idx)
                     batch = pad_batch(sub, wi[idx], wn[idx], ww[idx], spec.batch, spec.lstm_units, h0[idx], c0[idx])
                     losses.append(model.train(batch, lr))
                     steps += 1
@@ -812,7 +812,7 @@ class InterestTracker:
         c = np.zeros((1, units), np.float32)
         for w in range(n):
             h0[w], c0[w] = h[0], c[0]
-            chunk = Features(*(getattr(windows, f)[w] for f in ("cats", "item", "tokens", "gap", "kind")))
+            chunk = windows.select(w)
             out = _infer_sequence(model, chunk, h, c)
             h, c = out.h, out.c
         return h0, c0

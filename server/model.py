@@ -313,7 +313,7 @@ class InterestModel(tf.Module):  # type: ignore[misc]
 
 
 def _int32(f: Features) -> list[np.ndarray]:
-    return [np.asarray(getattr(f, key), dtype=np.int32) for key in ("cats", "item", "tokens", "gap", "kind")]
+    return [np.asarray(a, dtype=np.int32) for a in f.arrays()]
 
 
 def _f32(a: Any) -> np.ndarray:

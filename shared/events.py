@@ -214,13 +214,30 @@ class Event:
         return cls.from_dict(data)
 
 
-def dedupe(events: Iterable[Event], window_s: float = 1.0) -> list[Event]:
-    """Drop an event that repeats the previous event's item within ``window_s`` seconds."""
+#: The same item again within this many seconds of the last *kept* event is a duplicate.
+DUPLICATE_WINDOW_S = 1.0
+
+
+def is_duplicate(event: Event, last_kept: Event | None, window_s: float = DUPLICATE_WINDOW_S) -> bool:
+    """The one duplicate rule: ``event`` repeats ``last_kept``'s item less than ``window_s`` seconds later.
+
+    ``last_kept`` is the previous event that was *stored*, never one that was itself dropped, so a
+    burst at 0 s, 0.5 s and 1.2 s keeps 0 s and 1.2 s however it arrives (one by one, in a batch,
+    or from a history import).
+    """
+    if last_kept is None or last_kept.item_id != event.item_id:
+        return False
+    gap = event.unix_time - last_kept.unix_time
+    return 0 <= gap < window_s
+
+
+def dedupe(
+    events: Iterable[Event], last_kept: Event | None = None, window_s: float = DUPLICATE_WINDOW_S
+) -> list[Event]:
+    """The events that :func:`is_duplicate` keeps, in order, after ``last_kept`` (the newest stored one)."""
     out: list[Event] = []
     for event in events:
-        if out and out[-1].item_id == event.item_id:
-            gap = event.unix_time - out[-1].unix_time
-            if 0 <= gap < window_s:
-                continue
+        if is_duplicate(event, out[-1] if out else last_kept, window_s):
+            continue
         out.append(event)
     return out

@@ -16,8 +16,9 @@ occur in the next ``intensity_horizon`` events (``intensity``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from vane.shared.events import KINDS, Event
@@ -31,7 +32,10 @@ _KIND_INDEX = {kind: i + 1 for i, kind in enumerate(KINDS)}
 
 @dataclass
 class Features:
-    """Model inputs for N events in time order; every array has N rows."""
+    """Model inputs for N events in time order; every array has N rows (or a leading batch axis)."""
+
+    #: The model's input names, in signature order. The one place they are written down.
+    FIELDS: ClassVar[tuple[str, ...]] = ("cats", "item", "tokens", "gap", "kind")
 
     cats: np.ndarray  # (N, K) int32
     item: np.ndarray  # (N,) int32
@@ -42,13 +46,28 @@ class Features:
     def __len__(self) -> int:
         return int(self.item.shape[0])
 
+    def arrays(self) -> list[np.ndarray]:
+        """The arrays in :attr:`FIELDS` order."""
+        return [getattr(self, name) for name in self.FIELDS]
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """The arrays by input name."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> Features:
+        """A new Features with ``fn`` applied to every array (slicing, padding, batching)."""
+        return Features(*(fn(getattr(self, name)) for name in self.FIELDS))
+
+    def select(self, index: Any) -> Features:
+        """Index every array's leading axis: a row, a slice, or an index array."""
+        return self.map(lambda a: a[index])
+
     def rows(self, start: int, stop: int) -> Features:
-        rows = slice(start, stop)
-        return Features(self.cats[rows], self.item[rows], self.tokens[rows], self.gap[rows], self.kind[rows])
+        return self.select(slice(start, stop))
 
     @classmethod
     def concat(cls, parts: Sequence[Features]) -> Features:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("cats", "item", "tokens", "gap", "kind")))
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.FIELDS))
 
 
 class Featurizer:
@@ -174,7 +193,7 @@ def make_windows(
         padded = np.concatenate([a, np.zeros((pad,) + a.shape[1:], dtype=a.dtype)]) if pad else a
         return padded.reshape((w, window) + a.shape[1:])
 
-    f = Features(*(shape(getattr(features, k)) for k in ("cats", "item", "tokens", "gap", "kind")))
+    f = features.map(shape)
     return f, shape(interest), shape(intensity), shape(valid)
 
 
@@ -199,5 +218,5 @@ def pad_batch(
 
     h = np.zeros((rows, units), np.float32) if h0 is None else h0
     c = np.zeros((rows, units), np.float32) if c0 is None else c0
-    f = Features(*(fill(getattr(features, k)) for k in ("cats", "item", "tokens", "gap", "kind")))
+    f = features.map(fill)
     return TrainingBatch(f, fill(h), fill(c), fill(interest), fill(intensity), fill(weight).astype(np.float32))

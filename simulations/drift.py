@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from vane.client.profile import DecayedProfile
 from vane.client.shifts import ShiftDetector
+from vane.shared.divergence import js_divergence
 from vane.shared.errors import ConfigError
 from vane.simulations.synthetic import SyntheticPopulation
 
@@ -42,16 +43,6 @@ BASELINE_HALF_LIFE = 20.0
 DEFAULT_WINDOW = 40
 #: Events skipped at the start of each user before divergences count (every tracker starts empty).
 BURN_IN = 10
-
-
-def js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Row-wise Jensen–Shannon divergence in bits of two (N, C) arrays of distributions."""
-    m = 0.5 * (p + q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
-        b = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
-    out: np.ndarray = np.clip(0.5 * (a + b), 0.0, 1.0)
-    return out
 
 
 @dataclass
@@ -98,7 +89,7 @@ def track_user(population: SyntheticPopulation, uid: str, detector_config: Mappi
         rows["current"].append(_vector(detector.current, index))
         rows["decayed-frequency"].append(u / u.sum())
     target = truth[BURN_IN + 1 :]
-    divergence = {name: js_rows(np.asarray(r).reshape(-1, len(index)), target) for name, r in rows.items()}
+    divergence = {name: js_divergence(np.asarray(r).reshape(-1, len(index)), target) for name, r in rows.items()}
     return UserDrift(divergence, [s.event_index for s in detector.shifts], list(population.shifts[uid]))
 
 

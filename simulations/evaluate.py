@@ -504,7 +504,7 @@ def train_centralised(
     model = build_model(spec)
     featurizer = Featurizer(spec, taxonomy)
     users = [_user_windows(featurizer, events) for uid, events in sorted(split.train.items()) if len(events) >= 2]
-    keys = ("cats", "item", "tokens", "gap", "kind")
+    keys = Features.FIELDS
     rng = np.random.default_rng([seed, 0xCE])
     losses: list[float] = []
     for _ in range(epochs):
@@ -534,7 +534,7 @@ def train_centralised(
 def _window_states(model: Any, users: list[tuple[Features, np.ndarray, np.ndarray, np.ndarray]],
                    spec: ModelSpec) -> list[tuple[np.ndarray, np.ndarray]]:
     """The state at the start of each window of each user, window index by window index over all users."""
-    keys = ("cats", "item", "tokens", "gap", "kind")
+    keys = Features.FIELDS
     units = spec.lstm_units
     states = [(np.zeros((len(u[3]), units), np.float32), np.zeros((len(u[3]), units), np.float32)) for u in users]
     h = np.zeros((len(users), units), np.float32)

@@ -23,7 +23,7 @@ import numpy as np
 from model_inputs import SMALL_SPEC, random_batch, random_features
 from vane.shared.features import Features, TrainingBatch, pad_batch
 
-_KEYS = ("cats", "item", "tokens", "gap", "kind")
+_KEYS = Features.FIELDS
 _BATCH_KEYS = ("h0", "c0", "interest", "intensity", "weight")
 _TRAIN_STEPS = 6
 _LR = 0.01

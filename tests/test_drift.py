@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vane.shared.divergence import js_divergence
 from vane.simulations.drift import (
     DEFAULT_WINDOW,
     evaluate_drift,
-    js_rows,
     match_shifts,
     render_drift_markdown,
     run_drift,
@@ -48,7 +48,7 @@ def test_a_report_matches_only_within_the_window_after_a_true_shift():
 def test_js_divergence_is_zero_for_equal_rows_and_one_for_disjoint():
     p = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
     q = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
-    assert js_rows(p, q) == pytest.approx([0.0, 1.0])
+    assert js_divergence(p, q) == pytest.approx([0.0, 1.0])
 
 
 def test_run_drift_writes_json_plot_and_refuses_overlapping_validation_seeds(tmp_path):

@@ -115,9 +115,9 @@ def test_chunked_infer_with_carried_state_equals_one_shot(small_spec, small_trai
     f = random_features(small_spec, np.random.default_rng(5), 2, 3 * w - 3)
     one_shot = lite.infer(f)
 
-    first = lite.infer(f.__class__(*(getattr(f, k)[:, :w] for k in ("cats", "item", "tokens", "gap", "kind"))))
+    first = lite.infer(f.map(lambda a: a[:, :w]))
     rest = lite.infer(
-        f.__class__(*(getattr(f, k)[:, w:] for k in ("cats", "item", "tokens", "gap", "kind"))), None, first.h, first.c
+        f.map(lambda a: a[:, w:]), None, first.h, first.c
     )
 
     np.testing.assert_allclose(np.concatenate([first.interest, rest.interest], axis=1), one_shot.interest, atol=1e-7)

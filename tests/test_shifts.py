@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vane.client.shifts import ShiftDetector, js_divergence
+from vane.client.shifts import ShiftDetector
+from vane.shared.divergence import js_divergence_of
 from vane.shared.errors import ConfigError
 
 
@@ -74,8 +75,8 @@ def test_state_round_trips() -> None:
 
 
 def test_js_divergence_bounds() -> None:
-    assert js_divergence({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
-    assert js_divergence({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
+    assert js_divergence_of({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
+    assert js_divergence_of({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
 
 
 @pytest.mark.parametrize("kwargs", [{"short_half_life": 50, "long_half_life": 10}, {"enter": 0.1, "exit": 0.2}])

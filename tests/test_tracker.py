@@ -49,7 +49,7 @@ def test_incremental_state_equals_replay_through_infer(tmp_path: Path, small_tra
     stepped_h, stepped_interest = tracker._h.copy(), tracker._interest.copy()
     model = tracker._model
     feats = Featurizer(model.spec, taxonomy).encode(events)
-    batched = type(feats)(*(getattr(feats, f)[None] for f in ("cats", "item", "tokens", "gap", "kind")))
+    batched = feats.map(lambda a: a[None])
     replay = model.infer(batched)
     assert np.max(np.abs(replay.h - stepped_h)) <= 1e-5
     assert np.max(np.abs(replay.interest[0, -1] - stepped_interest)) <= 1e-5
