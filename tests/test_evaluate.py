@@ -65,6 +65,7 @@ def test_short_evaluation_on_real_slice_writes_every_output(tmp_path, dataset, p
         assert fed["mix_source"].startswith("picked by federated evaluation")
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_metrics_on_synthetic(tmp_path):
     pytest.importorskip("tensorflow")
     config = EvaluationConfig("synthetic", max_users=12, methods=(*BASELINES, "centralised-lstm"), **FAST)

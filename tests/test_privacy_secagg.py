@@ -65,12 +65,14 @@ def _local_delta(devices, pid, weights, spec_hash):
     return delta, float(reply.content["metrics"]["num-examples"])
 
 
+@pytest.mark.slow
 def test_round_with_one_dropout_completes(secagg_run):
     report, _ = secagg_run
     assert report["secagg"]["aggregated"] == AUDIT_USERS - 1
     assert report["secagg"]["failed"]  # the workflow logs the dropped node's failure
 
 
+@pytest.mark.slow
 def test_aggregate_equals_fedavg_within_the_quantisation_bound(secagg_run, monkeypatch):
     import json
 
@@ -124,6 +126,7 @@ def test_secagg_accepts_device_clipping():
     assert not secure_privacy_settings({}, population=10).enabled
 
 
+@pytest.mark.slow
 def test_secagg_dp_noise_is_calibrated_to_the_survivors(secagg_run, monkeypatch):
     """Noised aggregate − mean of the survivors' L2-clipped deltas is N(0, (z·C/m)²) with m survivors."""
     import json

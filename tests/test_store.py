@@ -536,6 +536,7 @@ def _run_writer_and_kill(db: Path, key_file: Path, first: int, delay: float) -> 
     return acked
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_every_acknowledged_append_survives_sigkill(tmp_path: Path) -> None:
     db, key_file = tmp_path / "s.db", tmp_path / "s.key"
