@@ -53,6 +53,14 @@ class OnlinePredictor:
                 out.append(index)
         return tuple(out)
 
+    def known_indices(self, categories: Iterable[str]) -> tuple[int, ...]:
+        """Positions in :attr:`vocab` of the ``categories`` the predictor knows; unknown ones are left out."""
+        return self._indices(categories, grow=False)
+
+    def index_of(self, name: str) -> int:
+        """Position of ``name`` in :attr:`vocab`; -1 when the predictor does not know it."""
+        return self._index.get(name, -1)
+
     def _sized(self, array: np.ndarray) -> np.ndarray:
         """``array`` zero-padded to the current vocabulary size."""
         if array.shape[0] >= len(self.vocab):
@@ -302,7 +310,7 @@ class DecayedFrequencyMarkov(MarkovChain):
         return self.weight * self._frequency.interest + (1.0 - self.weight) * self.transition_probabilities()
 
 
-def _best_rank(scores: np.ndarray, targets: tuple[int, ...]) -> float:
+def best_rank(scores: np.ndarray, targets: tuple[int, ...]) -> float:
     """1-based rank of the best target, ties broken by lower index (as a stable sort would)."""
     best = float("inf")
     positions = np.arange(scores.shape[0])
@@ -344,8 +352,8 @@ def evaluate_next_category(
             predictor.observe(event)
         for event in split.test[uid]:
             wanted = [c for c in event.categories if c not in excluded]
-            targets = predictor._indices(wanted, grow=False)
-            accumulator.add_rank(_best_rank(predictor.scores(), targets) if targets else float("inf"))
+            targets = predictor.known_indices(wanted)
+            accumulator.add_rank(best_rank(predictor.scores(), targets) if targets else float("inf"))
             predictor.observe(event)
     result: dict[str, float] = accumulator.result()
     result["users"] = float(len(users))

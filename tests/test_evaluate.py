@@ -7,18 +7,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from vane.shared.blend import MIX_FIELDS, BlendCase
 from vane.shared.events import Event
+from vane.simulations.baselines import BASELINES
+from vane.simulations.candidates import sample_candidates, sampled_item_rank
 from vane.simulations.datasets import MOVIELENS_DIR, TAOBAO_PATH
-from vane.simulations.evaluate import (
-    BASELINES,
-    MIX_FIELDS,
-    BlendCase,
-    EvaluationConfig,
-    prepare,
-    run_evaluation,
-    sample_candidates,
-    sampled_item_rank,
-)
+from vane.simulations.evaluate import EvaluationConfig, prepare, run_evaluation
 from vane.simulations.split import temporal_split
 
 pytestmark = pytest.mark.timeout(1200)
