@@ -1,8 +1,13 @@
-"""Shared fixtures. Exports are session-scoped: converting a model takes seconds."""
+"""Shared fixtures.
+
+Model exports come from :mod:`model_cache`: built once by a subprocess and kept on
+disk, so a test process gets its ``.tflite`` bytes without importing TensorFlow.
+"""
 
 from __future__ import annotations
 
 import pytest
+from model_cache import cached_models
 from model_inputs import SMALL_SPEC
 from vane.shared.spec import ModelSpec
 
@@ -15,23 +20,17 @@ def small_spec() -> ModelSpec:
 @pytest.fixture(scope="session")
 def small_training_blob(small_spec: ModelSpec) -> bytes:
     """The training export of a fresh model of ``small_spec``."""
-    from vane.server.model import export_training_model
-
-    return export_training_model(small_spec)
+    return cached_models(small_spec, ["training"])["training"]
 
 
 @pytest.fixture(scope="session")
 def small_inference_blobs(small_spec: ModelSpec) -> dict[str | None, bytes]:
     """Inference exports of a fresh model of ``small_spec``: float32, f16 and int8."""
-    from vane.server.model import build_model, export_inference_model
-
-    model = build_model(small_spec)
-    return {q: export_inference_model(model, quantize=q) for q in (None, "f16", "int8")}
+    blobs = cached_models(small_spec, ["inference", "inference-f16", "inference-int8"])
+    return {None: blobs["inference"], "f16": blobs["inference-f16"], "int8": blobs["inference-int8"]}
 
 
 @pytest.fixture(scope="session")
 def default_training_blob() -> bytes:
     """The training export of the default ModelSpec."""
-    from vane.server.model import export_training_model
-
-    return export_training_model(ModelSpec())
+    return cached_models(ModelSpec(), ["training"])["training"]
