@@ -1,72 +1,103 @@
-"""The ``vane`` command line: ``vane client …``, ``vane server …``, ``vane sim …``.
+"""The ``vane`` command line: ``vane client …`` here, everything else from plug-ins.
 
-Only this module and the client group are imported at start-up; the server and
-simulation groups import TensorFlow and Flower lazily inside their commands, so
-``vane client …`` stays as light as the device SDK.
+The client group is part of the device SDK. Other packages add their commands
+through the ``vane.cli`` entry-point group (see ``[project.entry-points."vane.cli"]``
+in pyproject.toml): a ``typer.Typer`` becomes a command group (``vane server …``,
+``vane sim …``), a function becomes a command (``vane demo``). The client therefore
+never imports the server or the simulations; it only looks up what is installed.
+Only the entry point that the command line names is loaded, so ``vane client …``
+stays as light as the device SDK; ``vane --help`` loads them all to list them.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from vane.client.cli_client import client_app
+from vane.shared.errors import VaneError
 
-app = typer.Typer(
-    name="vane",
-    help="Vane: private, on-device interest tracking with federated training.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(client_app, name="client", help="Inspect and manage the interest history on this device.")
+#: The entry-point group other packages register their commands under.
+ENTRY_POINT_GROUP = "vane.cli"
+#: What a plug-in needs when it fails to import.
+INSTALL_HINT = "pip install 'vane[server]'"
 
 err = Console(stderr=True)
 
 
-def _add_optional_groups() -> None:
-    """Attach the server and simulation groups; they need the server extra."""
+def build_app(argv: Sequence[str] = ()) -> typer.Typer:
+    """The root command, with the plug-ins that ``argv`` (the arguments after ``vane``) can reach.
+
+    Parameters
+    ----------
+    argv : sequence of str, default ()
+        When its first word names a plug-in, only that plug-in is loaded; when it names
+        ``client``, none is; otherwise (``--help``, no command, a typo) all of them are.
+    """
+    app = typer.Typer(
+        name="vane",
+        help="Vane: private, on-device interest tracking with federated training.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.add_typer(client_app, name="client", help="Inspect and manage the interest history on this device.")
+    for plugin in _plugins_for(argv):
+        _attach(app, plugin)
+    return app
+
+
+def _plugins_for(argv: Sequence[str]) -> list[EntryPoint]:
+    plugins = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    if command == "client":
+        return []
+    named = [ep for ep in plugins if ep.name == command]
+    return named or plugins
+
+
+def _attach(app: typer.Typer, plugin: EntryPoint) -> None:
+    """Add ``plugin`` as a group or a command; a stub that prints the install hint if it cannot load."""
     try:
-        from vane.server.cli import server_app
+        target = plugin.load()
+    except ImportError as exc:
+        app.add_typer(_unavailable(plugin.name, exc), name=plugin.name)
+        return
+    if isinstance(target, typer.Typer):
+        app.add_typer(target, name=plugin.name)
+    elif callable(target):
+        app.command(plugin.name)(target)
+    else:
+        raise TypeError(f"entry point {plugin.name!r} = {plugin.value!r} is neither a typer.Typer nor a function")
 
-        app.add_typer(server_app, name="server", help="Models, federated training and deployment.")
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        _missing("server", exc)
-    try:
-        from vane.simulations.cli import sim_app
 
-        app.add_typer(sim_app, name="sim", help="Simulations, evaluation, audits and benchmarks.")
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        _missing("sim", exc)
-
-
-def _missing(group: str, exc: ImportError) -> None:
-    stub = typer.Typer(help=f"(unavailable: {exc}) install with: pip install 'vane[server]'")
+def _unavailable(name: str, exc: ImportError) -> typer.Typer:
+    stub = typer.Typer(help=f"(unavailable: {exc}) install with: {INSTALL_HINT}")
 
     @stub.callback(invoke_without_command=True)
-    def _unavailable() -> None:
-        err.print(f"[red]vane {group}[/red] needs the server extra: pip install 'vane[server]' ({exc})")
+    def _explain() -> None:
+        err.print(f"[red]vane {name}[/red] needs the server extra: {escape(INSTALL_HINT)} ({escape(str(exc))})")
         raise typer.Exit(2)
 
-    app.add_typer(stub, name=group)
+    return stub
 
 
-@app.command()
-def demo() -> None:
-    """The main job: a federated run on the built-in synthetic population."""
-    from vane.simulations.demo import run_demo
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point.
 
-    raise typer.Exit(run_demo())
-
-
-def main() -> None:
-    """Console-script entry point."""
-    _add_optional_groups()
-    from vane.shared.errors import VaneError
-
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after ``vane``; ``sys.argv[1:]`` by default.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = build_app(args)
     try:
-        app()
+        app(args=args, prog_name="vane")
     except VaneError as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-server_app = typer.Typer(no_args_is_help=True)
+server_app = typer.Typer(no_args_is_help=True, help="Models, federated training and deployment.")
 
 
 @server_app.command("export-model")

@@ -6,10 +6,17 @@ from typing import Any
 
 import typer
 
-sim_app = typer.Typer(no_args_is_help=True)
+sim_app = typer.Typer(no_args_is_help=True, help="Simulations, evaluation, audits and benchmarks.")
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the model, the device SDK.")
 sim_app.add_typer(bench_app, name="bench")
+
+
+def demo() -> None:
+    """The main job: a federated run on the built-in synthetic population."""
+    from vane.simulations.demo import run_demo
+
+    raise typer.Exit(run_demo())
 
 
 @bench_app.command("model")
