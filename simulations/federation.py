@@ -13,13 +13,9 @@ metrics, bytes uploaded per client, seconds per round), ``metrics.png`` and
 ``loss.png``, plus the server's ``checkpoints/``, ``registry/`` and
 ``metrics.json``.
 
-Two ClientApp mods help experiments and tests:
-
-- :class:`ReplyAudit` appends a description of every reply (record kinds,
-  keys, dtypes, metric values) to a JSONL file, so a test can check that
-  nothing but arrays and numbers leaves a device;
-- :class:`FaultInjection` makes chosen partitions reply with NaN deltas or
-  crash, to exercise the server's robustness.
+:func:`run_isolated` runs it in a fresh process of its own. The ClientApp mods
+that experiments and tests wrap around the devices (recording messages,
+injecting faults) are in :mod:`vane.simulations.mods`.
 """
 
 from __future__ import annotations
@@ -78,56 +74,6 @@ class FederationResult:
             if entry["round"] == round_number:
                 return entry
         raise KeyError(f"no round {round_number} in this result")
-
-
-# --- mods ---------------------------------------------------------------------
-class ReplyAudit:
-    """ClientApp mod: appends what every reply carries to a JSONL file (one line per reply)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-
-    def __call__(self, msg: Any, context: Any, call_next: Any) -> Any:
-        reply = call_next(msg, context)
-        entry: dict[str, Any] = {"type": msg.metadata.message_type, "error": reply.has_error()}
-        if reply.has_content():
-            content = reply.content
-            entry["arrays"] = {
-                name: {k: {"dtype": a.dtype, "shape": list(a.shape)} for k, a in rec.items()}
-                for name, rec in content.array_records.items()
-            }
-            entry["metrics"] = {name: dict(rec) for name, rec in content.metric_records.items()}
-            entry["configs"] = {
-                name: {k: repr(v)[:200] for k, v in rec.items()} for name, rec in content.config_records.items()
-            }
-            entry["record-keys"] = sorted(content.keys())
-        line = json.dumps(entry)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-        return reply
-
-
-class FaultInjection:
-    """ClientApp mod: partitions in ``nan`` reply with NaN deltas, partitions in ``crash`` raise."""
-
-    def __init__(self, nan: Sequence[int] = (), crash: Sequence[int] = ()) -> None:
-        self.nan = set(nan)
-        self.crash = set(crash)
-
-    def __call__(self, msg: Any, context: Any, call_next: Any) -> Any:
-        from flwr.app import Array, ArrayRecord
-
-        pid = int(context.node_config.get("partition-id", -1))
-        is_train = msg.metadata.message_type.startswith("train")
-        if is_train and pid in self.crash:
-            raise RuntimeError(f"injected crash on partition {pid}")
-        reply = call_next(msg, context)
-        if is_train and pid in self.nan and reply.has_content():
-            for rec in reply.content.array_records.values():
-                for key in list(rec.keys()):
-                    rec[key] = Array(np.full(rec[key].numpy().shape, np.nan, dtype=np.float32))
-            reply.content["arrays"] = ArrayRecord(dict(reply.content["arrays"].items()))
-        return reply
 
 
 # --- devices ------------------------------------------------------------------
@@ -194,7 +140,7 @@ def run_federated(
         Continue from the newest checkpoint in ``out_dir`` (the device stores are kept).
     fraction_evaluate : float, default 1.0
     server_config : mapping, optional
-        Further ServerApp run_config keys (see :class:`vane.server.app.ServerSettings`).
+        Further ServerApp run_config keys (see :class:`vane.server.config.ServerSettings`).
     client_mods : sequence, optional
         Flower mods wrapped around every ClientApp call.
     model_blob : bytes, optional
@@ -211,7 +157,9 @@ def run_federated(
     """
     from flwr.simulation import run_simulation
     from vane.client.app import build_client_app
-    from vane.server.app import FederationOutcome, ServerSettings, build_server_app
+    from vane.server.app import build_server_app
+    from vane.server.config import ServerSettings
+    from vane.server.run import FederationOutcome
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,12 +219,35 @@ def run_federated(
     return FederationResult(out, config, result_rounds, outcome[0].weights, wall, results_path, plots)
 
 
+def run_isolated(**kwargs: Any) -> FederationResult:
+    """:func:`run_federated` in a fresh (spawned) process; returns its FederationResult.
+
+    A second Flower simulation in one process was seen to hang (its ServerApp thread
+    blocked inside numpy's OpenBLAS while building the initial weights), so experiments
+    that run several federations give each one a process of its own.
+
+    Parameters
+    ----------
+    **kwargs
+        The arguments of :func:`run_federated`, by name.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result: FederationResult = pool.submit(_run_federated, kwargs).result()
+    return result
+
+
+def _run_federated(kwargs: dict[str, Any]) -> FederationResult:
+    return run_federated(**kwargs)
+
+
 def _privacy_config(overrides: Mapping[str, Any], population: int) -> dict[str, Any]:
     """Validated DP and SecAgg+ settings as run_config keys (raises PrivacyConfigError before Ray starts)."""
     from dataclasses import asdict
 
-    from vane.server.privacy import PrivacySettings
-    from vane.server.secagg import SecAggSettings
+    from vane.server.config import PrivacySettings, SecAggSettings
 
     privacy = PrivacySettings.from_run_config(overrides, population)
     secagg = SecAggSettings.from_run_config(overrides)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from privacy_runs import as_flower_task, audit_report
-from vane.simulations.audit import MessageAudit, Needles, PrivacyLeakError, check_messages, summarise_messages
+from vane.simulations.audit import Needles, PrivacyLeakError, check_messages, summarise_messages
+from vane.simulations.mods import MessageRecorder
 
 ITEM = "c08-i0026"
 NEEDLES = Needles(frozenset({ITEM, "Recovery sleep"}), frozenset({"health"}), (1.7e9, 1.71e9))
@@ -34,7 +37,7 @@ def _audit(tmp_path, app):
     mp = pytest.MonkeyPatch()
     as_flower_task(mp)
     log = tmp_path / "messages.jsonl"
-    MessageAudit(log, NEEDLES)(_train_message(), _context(), app)
+    MessageRecorder(log, NEEDLES)(_train_message(), _context(), app)
     mp.undo()
     return log
 
@@ -121,15 +124,15 @@ def test_utility_runs_sample_users_and_report_both_epsilons(tmp_path, monkeypatc
     import sys
     import types
 
-    from vane.simulations import audit
+    from vane.simulations.audit import utility
 
     calls: list[dict] = []
-    monkeypatch.setattr(audit, "run_isolated", _fake_federation(calls))
+    monkeypatch.setattr(utility, "run_isolated", _fake_federation(calls))
     monkeypatch.setitem(sys.modules, "vane.server.model",
                         types.SimpleNamespace(export_training_model=lambda spec: b"model"))
-    config = audit.UtilityConfig(users=30, noise=(0.0, 1.0), rounds=5, fraction=0.1, fraction_evaluate=0.2)
+    config = utility.UtilityConfig(users=30, noise=(0.0, 1.0), rounds=5, fraction=0.1, fraction_evaluate=0.2)
 
-    rows = audit.run_utility(tmp_path, config)
+    rows = utility.run_utility(tmp_path, config)
 
     assert [c["fraction"] for c in calls] == [0.1, 0.1] and [c["fraction_evaluate"] for c in calls] == [0.2, 0.2]
     assert [c["server_config"]["noise-multiplier"] for c in calls] == [0.0, 1.0]
@@ -140,3 +143,18 @@ def test_utility_runs_sample_users_and_report_both_epsilons(tmp_path, monkeypatc
     saved = json.loads((tmp_path / "utility.json").read_text())
     assert [r["noise multiplier"] for r in saved["rows"]] == [0.0, 1.0] and saved["config"]["fraction"] == 0.1
     assert "| 1.000 | 5 | 0.100 | 3 | 2.000 | 9.000 | 1e-04 | 0.500 |" in (tmp_path / "utility.md").read_text()
+
+
+def test_recorder_of_replies_only_writes_one_line_per_reply(tmp_path):
+    from vane.simulations.mods import UPLINK
+
+    mp = pytest.MonkeyPatch()
+    as_flower_task(mp)
+    log = tmp_path / "replies.jsonl"
+    MessageRecorder(log, directions=(UPLINK,))(_train_message(), _context(), _replying({"train-loss": 1.0}))
+    mp.undo()
+
+    (line,) = [json.loads(text) for text in log.read_text().splitlines()]
+    assert line["direction"] == UPLINK and line["type"] == "train" and line["partition"] == 0
+    assert not line["error"] and line["record-keys"] == ["metrics"] and line["configs"] == {}
+    assert line["metrics"] == {"metrics": {"num-examples": 10.0, "train-loss": 1.0}}

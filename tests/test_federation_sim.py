@@ -21,7 +21,8 @@ pytest.importorskip("tensorflow")
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import num_weights
-from vane.simulations.federation import FaultInjection, ReplyAudit, run_federated
+from vane.simulations.federation import run_federated
+from vane.simulations.mods import UPLINK, FaultInjection, MessageRecorder
 from vane.simulations.synthetic import SyntheticPopulation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -51,7 +52,7 @@ def _run(setup, out_dir, mods, **kwargs):
 def full(setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     audit = out / "replies.jsonl"
-    mods = [ReplyAudit(audit), FaultInjection(nan=[NAN_PARTITION], crash=[CRASH_PARTITION])]
+    mods = [MessageRecorder(audit, directions=(UPLINK,)), FaultInjection(nan=[NAN_PARTITION], crash=[CRASH_PARTITION])]
     return _run(setup, out, mods), audit
 
 

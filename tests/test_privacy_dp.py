@@ -126,7 +126,7 @@ def test_a_dp_run_stops_before_target_epsilon_and_records_epsilon_per_round(tmp_
     from vane.server.model import export_training_model
     from vane.shared.spec import ModelSpec
     from vane.shared.taxonomy import Taxonomy
-    from vane.simulations.audit import run_isolated
+    from vane.simulations.federation import run_isolated
     from vane.simulations.synthetic import SyntheticPopulation
 
     users = 4
