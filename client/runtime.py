@@ -201,6 +201,25 @@ class LiteModel:
             np.concatenate(interest, axis=1)[:, :length], np.concatenate(intensity, axis=1)[:, :length], h, c
         )
 
+    def infer_sequence(self, features: Features, h: np.ndarray, c: np.ndarray) -> Prediction:
+        """Run one person's events through ``infer`` from the state (h, c).
+
+        Parameters
+        ----------
+        features : Features
+            One sequence, shapes (N, ...): e.g. ``Featurizer.encode(events)``.
+        h, c : ndarray
+            The LSTM state before the first event, shape (1, U) (see :meth:`zero_state`).
+
+        Returns
+        -------
+        Prediction
+            ``interest`` and ``intensity`` at every position, (N, C) each, and the state (1, U)
+            after the last event: the same numbers as calling :meth:`step` event by event.
+        """
+        out = self.infer(features.map(lambda a: a[None]), h0=h, c0=c)
+        return Prediction(out.interest[0], out.intensity[0], out.h, out.c)
+
     # -- training -----------------------------------------------------------
 
     def train(self, batch: TrainingBatch, lr: float | None = None) -> float:

@@ -9,12 +9,20 @@ time per event. The answers (:meth:`interests`, :meth:`predict`,
 Rules for missing and duplicate data
     - An event missing ``item_id``, ``timestamp`` or ``kind`` is rejected.
     - A missing category maps to ``other``; a missing ``dwell_s`` stays unknown.
-    - An event repeating the previous event's item within one second is a
-      duplicate: it is not stored and :meth:`record` returns ``None``.
+    - An event repeating the last *kept* event's item within one second is a
+      duplicate (:func:`vane.shared.events.is_duplicate`, the one rule for
+      :meth:`record`, :meth:`record_many` and history imports): it is not
+      stored and :meth:`record` returns ``None``.
 
 Without a model the tracker answers from the decayed profile, a short-memory
 profile and this person's first-order transitions, and every answer says
 ``source="profile"``.
+
+The pieces, one concern each: :class:`~vane.client.personal.PersonalState`
+(the model-free state), :class:`~vane.client.model_state.ModelState` (the LSTM
+state), :class:`~vane.client.predictor.NextInterestPredictor` and
+:class:`~vane.client.predictor.Mix` (the blended answers), and
+:mod:`vane.client.training` (on-device training and local evaluation).
 """
 
 from __future__ import annotations
@@ -26,23 +34,27 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from vane.client.profile import CategoryInterest, DecayedProfile, InterestProfile, TransitionEstimate
+from vane.client.answers import Prediction, Recommendation
+from vane.client.model_state import ModelState
+from vane.client.personal import PersonalState
+from vane.client.predictor import Candidate, Mix, NextInterestPredictor
+from vane.client.profile import InterestProfile
 from vane.client.runtime import LiteModel
-from vane.client.runtime import Prediction as Prediction_
-from vane.client.shifts import Shift, ShiftDetector
+from vane.client.shifts import Shift
 from vane.client.store import EventStore
-from vane.shared.blend import MIX_FIELDS, BlendCase, grid_ranks
+from vane.client.training import TrainResult, evaluate_local, holdout_size, train_local
+from vane.shared.blend import MIX_FIELDS
 from vane.shared.errors import ConfigError, EventValidationError, SpecMismatchError, TaxonomyError
-from vane.shared.events import OTHER, Event
-from vane.shared.features import Features, Featurizer, make_windows, pad_batch
-from vane.shared.metrics import RankingAccumulator, classification_report
+from vane.shared.events import DUPLICATE_WINDOW_S, Event, dedupe, is_duplicate
+from vane.shared.features import Featurizer
+from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
+
+__all__ = ["DUPLICATE_WINDOW_S", "InterestTracker", "Mix", "Prediction", "Recommendation", "TrainResult"]
 
 log = logging.getLogger("vane.client")
 
@@ -53,139 +65,6 @@ _WEIGHTS = "tracker/weights"
 _TAXONOMY = "tracker/taxonomy"
 _MIX = "tracker/mix"
 
-DUPLICATE_WINDOW_S = 1.0
-
-
-@dataclass(frozen=True)
-class Mix:
-    """How the next-interest distribution blends its sources (weights are renormalised).
-
-    The defaults are a prior; a federation picks better weights for its population by federated
-    evaluation (each device scores candidate mixes on its own held-out events) and sends them to
-    the devices, which keep them (:meth:`InterestTracker.recommend_mix`).
-    """
-
-    model: float = 0.55
-    recent: float = 0.25
-    profile: float = 0.1
-    transitions: float = 0.1
-    #: The last event's own categories (a repeat-last prior); 0 leaves them to the other sources.
-    last: float = 0.0
-
-    def __post_init__(self) -> None:
-        values = self.weights()
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
-            raise ConfigError(f"mix weights are {dict(zip(MIX_FIELDS, values, strict=True))}; expected finite "
-                              "numbers >= 0 with a positive sum")
-
-    def weights(self) -> tuple[float, ...]:
-        """The weights in :data:`vane.shared.blend.MIX_FIELDS` order."""
-        return tuple(getattr(self, name) for name in MIX_FIELDS)
-
-    @classmethod
-    def of(cls, weights: Sequence[float] | Mapping[str, float]) -> Mix:
-        """From five weights in ``MIX_FIELDS`` order, or a mapping of field names (missing ones are 0)."""
-        if isinstance(weights, Mapping):
-            unknown = set(weights) - set(MIX_FIELDS)
-            if unknown:
-                raise ConfigError(f"mix has unknown fields {sorted(unknown)}; expected some of {list(MIX_FIELDS)}")
-            return cls(**{name: float(weights.get(name, 0.0)) for name in MIX_FIELDS})
-        values = list(weights)
-        if len(values) != len(MIX_FIELDS):
-            raise ConfigError(f"mix is {values!r}; expected {len(MIX_FIELDS)} weights ({', '.join(MIX_FIELDS)})")
-        return cls(*(float(v) for v in values))
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What comes next: the next-interest distribution and next-window intensity."""
-
-    next_interest: tuple[tuple[str, float], ...]
-    intensity: tuple[tuple[str, float], ...]
-    source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "next_interest": [{"category": c, "probability": p} for c, p in self.next_interest],
-            "intensity": [{"category": c, "probability": p} for c, p in self.intensity],
-        }
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    item_id: str
-    score: float
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "score": self.score, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    loss: float
-    num_examples: int
-    steps: int
-    epochs: int
-    holdout: int
-
-
-@dataclass
-class _Personal:
-    """Everything the tracker knows without the model; rebuilt by replaying events."""
-
-    profile: DecayedProfile
-    detector: ShiftDetector
-    transitions: TransitionEstimate = field(default_factory=TransitionEstimate)
-    last_time: float | None = None
-    last_item: str | None = None
-    last_seq: int = 0
-
-    def update(self, seq: int, event: Event) -> Shift | None:
-        now = event.unix_time
-        self.profile.update(seq, event.item_id, event.title, event.categories, now)
-        self.transitions.update(event.categories)
-        shift = self.detector.update(event.categories, seq, now)
-        self.last_time, self.last_item, self.last_seq = now, event.item_id, seq
-        return shift
-
-    def update_many(self, items: list[tuple[int, Event]]) -> None:
-        """The same as :meth:`update` for each item, with the shift detector run as one block."""
-        profile, transitions = self.profile, self.transitions
-        for seq, event in items:
-            profile.update(seq, event.item_id, event.title, event.categories, event.unix_time)
-            transitions.update(event.categories)
-        self.detector.update_many([(ev.categories, seq, ev.unix_time) for seq, ev in items])
-        if items:
-            seq, last = items[-1]
-            self.last_time, self.last_item, self.last_seq = last.unix_time, last.item_id, seq
-
-    def distributions(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-        recent = self.detector.short
-        return recent, self.profile.shares(), self.transitions.next_distribution()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "profile": self.profile.to_dict(),
-            "detector": self.detector.to_dict(),
-            "transitions": self.transitions.to_dict(),
-            "last_time": self.last_time,
-            "last_item": self.last_item,
-            "last_seq": self.last_seq,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> _Personal:
-        return cls(
-            profile=DecayedProfile.from_dict(data["profile"]),
-            detector=ShiftDetector.from_dict(data["detector"]),
-            transitions=TransitionEstimate.from_dict(data["transitions"]),
-            last_time=data["last_time"],
-            last_item=data["last_item"],
-            last_seq=int(data["last_seq"]),
-        )
-
 
 def _as_event(event: Event | Mapping[str, Any]) -> Event:
     if isinstance(event, Event):
@@ -193,31 +72,6 @@ def _as_event(event: Event | Mapping[str, Any]) -> Event:
     if isinstance(event, Mapping):
         return Event.from_dict(event)
     raise EventValidationError("event", event, "an Event or a mapping of event fields")
-
-
-def _blend(parts: Sequence[tuple[float, dict[str, float]]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    total_w = sum(w for w, d in parts if d and w > 0)
-    if total_w <= 0:
-        return out
-    for w, dist in parts:
-        if not dist or w <= 0:
-            continue
-        for cat, p in dist.items():
-            out[cat] = out.get(cat, 0.0) + w / total_w * p
-    return out
-
-
-def _infer_sequence(model: LiteModel, feats: Features, h: np.ndarray, c: np.ndarray) -> Prediction_:
-    """Run one person's (N, ...) features through ``infer`` from state (h, c); outputs are (N, C)."""
-    batched = feats.map(lambda a: a[None])
-    out = model.infer(batched, h0=h, c0=c)
-    return Prediction_(out.interest[0], out.intensity[0], out.h, out.c)
-
-
-def _ranked(dist: dict[str, float], k: int | None = None) -> list[tuple[str, float]]:
-    items = sorted(dist.items(), key=lambda kv: (-kv[1], kv[0]))
-    return items if k is None else items[:k]
 
 
 class InterestTracker:
@@ -231,20 +85,15 @@ class InterestTracker:
                  detector_config: Mapping[str, float]) -> None:
         self._store = store
         self._taxonomy = taxonomy
-        self._model = model
         self._model_version = model_version
         self._half_life_s = half_life_s
         self._mix = mix
         self._mix_explicit = True
         self._detector_config = dict(detector_config)
         self._lock = threading.RLock()
-        self._featurizer = Featurizer(model.spec, taxonomy) if model is not None and taxonomy is not None else None
-        self._h: np.ndarray | None = None
-        self._c: np.ndarray | None = None
-        self._interest: np.ndarray | None = None
-        self._intensity: np.ndarray | None = None
-        self._personal = self._new_personal()
-        self._dirty_model_state = False
+        featurizer = Featurizer(model.spec, taxonomy) if model is not None and taxonomy is not None else None
+        self._lstm = ModelState(model, featurizer)
+        self._personal = self.new_personal_state()
         self._unsaved = 0
         # The saved state is a cache: events after it are replayed exactly on open, so saving
         # it rarely keeps record() fast at the cost of a short catch-up after a crash.
@@ -346,27 +195,32 @@ class InterestTracker:
         stored = store.get_state(_TAXONOMY)
         return Taxonomy.from_dict(json.loads(stored)) if stored else None
 
-    def _new_personal(self) -> _Personal:
-        return _Personal(DecayedProfile(half_life_s=self._half_life_s), ShiftDetector(**self._detector_config))
+    def new_personal_state(self) -> PersonalState:
+        """An empty :class:`PersonalState` with this tracker's half-life and shift-detector settings.
+
+        Replay events into it (``update``/``update_many``) and ask :attr:`predictor` about it to get
+        the answers the tracker would have given after those events (the evaluation does this).
+        """
+        return PersonalState.new(self._half_life_s, self._detector_config)
 
     def _load_state(self, fresh_model: bool) -> None:
         raw = self._store.get_state(_STATE)
         state = json.loads(raw) if raw else None
         if state is not None:
-            self._personal = _Personal.from_dict(state["personal"])
+            self._personal = PersonalState.from_dict(state["personal"])
+            if self._personal.last_event is None and self._personal.last_seq > 0:
+                # Saved before the state kept its last event: read it back from the store.
+                found = self._store.events(since_seq=self._personal.last_seq - 1, limit=1)
+                if found and found[0][0] == self._personal.last_seq:
+                    self._personal.last_event = found[0][1]
             same_model = state.get("model_version") == self._model_version and not fresh_model
-            if self._model is not None and same_model and state.get("h") is not None:
-                self._h = np.asarray(state["h"], np.float32).reshape(1, -1)
-                self._c = np.asarray(state["c"], np.float32).reshape(1, -1)
-                self._interest = np.asarray(state["interest"], np.float32)
-                self._intensity = np.asarray(state["intensity"], np.float32)
-            elif self._model is not None:
-                self._dirty_model_state = True
+            if not (same_model and self._lstm.restore(state)):
+                self._lstm.mark_stale()
         behind = self._store.events(since_seq=self._personal.last_seq)
-        if behind and not self._dirty_model_state and self._model is not None and self._h is None:
-            self._dirty_model_state = True
+        if behind and self._lstm.h is None:
+            self._lstm.mark_stale()
         for seq, event in behind:  # catch up on events stored after the last saved state
-            self._advance(seq, event, step_model=not self._dirty_model_state)
+            self._advance(seq, event)
         if behind:
             self._save_state()
 
@@ -386,20 +240,38 @@ class InterestTracker:
 
     @property
     def has_model(self) -> bool:
-        return self._model is not None
+        return self._lstm.model is not None
 
     @property
-    def spec(self) -> Any:
-        return self._model.spec if self._model is not None else None
+    def spec(self) -> ModelSpec | None:
+        return self._lstm.model.spec if self._lstm.model is not None else None
+
+    @property
+    def model(self) -> LiteModel | None:
+        """The interest model in use (its LiteRT interpreter), None without one."""
+        return self._lstm.model
+
+    @property
+    def featurizer(self) -> Featurizer | None:
+        """Encodes events for :attr:`model` (None without a model)."""
+        return self._lstm.featurizer
+
+    @property
+    def model_state(self) -> ModelState:
+        """The LSTM state after the last recorded event (read it after :meth:`refresh`)."""
+        return self._lstm
+
+    @property
+    def personal_state(self) -> PersonalState:
+        """This person's model-free state after the last recorded event (do not modify it)."""
+        return self._personal
+
+    @property
+    def predictor(self) -> NextInterestPredictor:
+        """The next-interest predictor with this tracker's taxonomy and :attr:`mix`."""
+        return NextInterestPredictor(self._taxonomy, self._mix)
 
     # ---- recording ------------------------------------------------------------------------------
-
-    def _is_duplicate(self, event: Event, last_item: str | None, last_time: float | None) -> bool:
-        return (
-            last_item == event.item_id
-            and last_time is not None
-            and 0 <= event.unix_time - last_time < DUPLICATE_WINDOW_S
-        )
 
     def record(self, event: Event | Mapping[str, Any]) -> int | None:
         """Validate, store and learn from one event.
@@ -407,84 +279,48 @@ class InterestTracker:
         Returns
         -------
         int or None
-            The event's sequence number in the store, or None for a duplicate.
+            The event's sequence number in the store, or None for a duplicate of the last kept event.
         """
         ev = _as_event(event)
         with self._lock:
-            if self._is_duplicate(ev, self._personal.last_item, self._personal.last_time):
+            if is_duplicate(ev, self._personal.last_event):
                 return None
             seq = self._store.append(ev)
-            self._advance(seq, ev, step_model=True)
+            self._advance(seq, ev)
             self._after_records(1)
             return seq
 
     def record_many(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
         """Record a batch all-or-nothing: one bad event stores none of them.
 
-        Duplicates (within the batch or against the last recorded event) are dropped.
+        Duplicates are dropped by the same rule as :meth:`record` (against the last kept event,
+        in the batch or before it), so a batch stores exactly what recording one by one stores.
         """
         batch = [_as_event(e) for e in events]
         with self._lock:
-            kept: list[Event] = []
-            last_item, last_time = self._personal.last_item, self._personal.last_time
-            for ev in batch:
-                if not self._is_duplicate(ev, last_item, last_time):
-                    kept.append(ev)
-                last_item, last_time = ev.item_id, ev.unix_time
+            kept = dedupe(batch, self._personal.last_event)
             seqs = self._store.append_many(kept)
-            if len(kept) > 8 and self._model is None:
-                self._personal.update_many(list(zip(seqs, kept)))
-            elif len(kept) > 8 and not self._dirty_model_state:
-                self._advance_many(list(zip(seqs, kept)))
+            items = list(zip(seqs, kept, strict=True))
+            if len(kept) > 8 and self._lstm.model is None:
+                self._personal.update_many(items)
+            elif len(kept) > 8 and not self._lstm.stale:
+                previous = self._personal.last_time
+                self._personal.update_many(items)
+                self._lstm.run(kept, previous_time=previous)
             else:
-                for seq, ev in zip(seqs, kept):
-                    self._advance(seq, ev, step_model=True)
+                for seq, ev in items:
+                    self._advance(seq, ev)
             self._after_records(len(kept))
             return seqs
 
-    def _advance(self, seq: int, event: Event, step_model: bool) -> None:
+    def _advance(self, seq: int, event: Event) -> None:
         previous = self._personal.last_time
         self._personal.update(seq, event)
-        if step_model and self._model is not None and self._featurizer is not None and not self._dirty_model_state:
-            feats = self._featurizer.encode([event], previous_time=previous)
-            self._ensure_state()
-            out = self._model.step(feats, self._h, self._c)
-            self._interest, self._intensity, self._h, self._c = out.interest, out.intensity, out.h, out.c
-        elif self._model is not None:
-            self._dirty_model_state = True
-
-    def _advance_many(self, items: list[tuple[int, Event]]) -> None:
-        """Advance through many events with chunked ``infer`` calls (identical to stepping)."""
-        assert self._featurizer is not None and self._model is not None
-        previous = self._personal.last_time
-        self._personal.update_many(items)
-        feats = self._featurizer.encode([ev for _, ev in items], previous_time=previous)
-        self._ensure_state()
-        self._run_chunks(feats)
-
-    def _run_chunks(self, feats: Features) -> None:
-        assert self._model is not None and self._h is not None and self._c is not None
-        out = _infer_sequence(self._model, feats, self._h, self._c)
-        self._h, self._c = out.h, out.c
-        self._interest, self._intensity = out.interest[-1], out.intensity[-1]
-
-    def _ensure_state(self) -> None:
-        if self._h is None or self._c is None:
-            assert self._model is not None
-            units = self._model.spec.lstm_units
-            self._h = np.zeros((1, units), np.float32)
-            self._c = np.zeros((1, units), np.float32)
+        self._lstm.step(event, previous)
 
     def _rebuild_model_state(self) -> None:
         """Recompute the LSTM state from the whole stored history, once."""
-        self._h = self._c = self._interest = self._intensity = None
-        self._dirty_model_state = False
-        if self._model is None or self._featurizer is None:
-            return
-        events = [ev for _, ev in self._store.events()]
-        self._ensure_state()
-        if events:
-            self._run_chunks(self._featurizer.encode(events))
+        self._lstm.rebuild([ev for _, ev in self._store.events()] if self._lstm.model is not None else [])
 
     def _after_records(self, n: int) -> None:
         self._unsaved += n
@@ -492,18 +328,16 @@ class InterestTracker:
             self._save_state()
 
     def _save_state(self) -> None:
-        if self._dirty_model_state:
-            self._rebuild_model_state()
-        state = {
-            "personal": self._personal.to_dict(),
-            "model_version": self._model_version,
-            "h": None if self._h is None else self._h.ravel().tolist(),
-            "c": None if self._c is None else self._c.ravel().tolist(),
-            "interest": None if self._interest is None else self._interest.tolist(),
-            "intensity": None if self._intensity is None else self._intensity.tolist(),
-        }
+        self.refresh()
+        state = {"personal": self._personal.to_dict(), "model_version": self._model_version, **self._lstm.to_dict()}
         self._store.put_state(_STATE, json.dumps(state).encode())
         self._unsaved = 0
+
+    def refresh(self) -> None:
+        """Bring the LSTM state up to date now if it is stale (new weights, a new model); answers do this lazily."""
+        with self._lock:
+            if self._lstm.stale:
+                self._rebuild_model_state()
 
     def flush(self) -> None:
         """Persist the current state now (it is also saved every few events and on close)."""
@@ -525,46 +359,6 @@ class InterestTracker:
 
     # ---- answering ------------------------------------------------------------------------------
 
-    def _model_distribution(self, personal: _Personal, interest: np.ndarray | None) -> dict[str, float]:
-        """The softmax over taxonomy names, with ``other``'s mass handed to this person's own
-        out-of-taxonomy categories (so rare interests can still be predicted)."""
-        if interest is None or self._taxonomy is None:
-            return {}
-        names = self._taxonomy.names
-        dist = {names[i]: float(p) for i, p in enumerate(interest) if i != 0}
-        other_mass = float(interest[0])
-        recent, shares, _ = personal.distributions()
-        own = {c: 0.5 * recent.get(c, 0.0) + 0.5 * s for c, s in shares.items() if c not in self._taxonomy}
-        total = sum(own.values())
-        if total > 0:
-            for cat, w in own.items():
-                dist[cat] = dist.get(cat, 0.0) + other_mass * w / total
-        return dist
-
-    def _next_distribution(self, personal: _Personal, interest: np.ndarray | None) -> tuple[dict[str, float], str]:
-        recent, shares, transitions = personal.distributions()
-        model = self._model_distribution(personal, interest)
-        mix = self._mix
-        parts = [(mix.recent, recent), (mix.profile, shares), (mix.transitions, transitions)]
-        if mix.last > 0 and personal.transitions.last:
-            last = personal.transitions.last
-            parts.append((mix.last, {cat: 1.0 / len(last) for cat in last}))
-        if model:
-            parts.insert(0, (mix.model, model))
-        return _blend(parts), ("model+profile" if model else "profile")
-
-    def _blend_case(self, personal: _Personal, interest: np.ndarray | None, categories: Sequence[str]) -> BlendCase:
-        """The five distributions :meth:`_next_distribution` blends, with the next event's categories as targets."""
-        recent, shares, transitions = personal.distributions()
-        last = personal.transitions.last
-        parts = [self._model_distribution(personal, interest), recent, shares, transitions,
-                 {cat: 1.0 / len(last) for cat in last} if last else {}]
-        return BlendCase.from_dicts(parts, categories)
-
-    def _fresh(self) -> None:
-        if self._dirty_model_state:
-            self._rebuild_model_state()
-
     def interests(self, k: int = 5) -> InterestProfile:
         """What the person is into now: the top ``k`` categories with the events behind them.
 
@@ -574,65 +368,29 @@ class InterestTracker:
         (half-life ``half_life_s``) and ``because`` the newest events behind it.
         """
         with self._lock:
-            self._fresh()
-            shares = self._personal.profile.shares()
-            current = self._personal.detector.current
-            model = self._model_distribution(self._personal, self._interest)
-            scores = _blend([(0.5, current), (0.5, model)]) if model else dict(current)
-            top = []
-            for cat, score in _ranked({c: s for c, s in scores.items() if c != OTHER or c in current}, k):
-                recent = sorted(self._personal.profile.reasons.get(cat, []), key=lambda r: -r.timestamp)
-                reasons = tuple({r.item_id: r for r in reversed(recent)}.values())[::-1]
-                top.append(CategoryInterest(cat, score, shares.get(cat, 0.0), model.get(cat) if model else None,
-                                            reasons))
-            return InterestProfile(tuple(top), "model+profile" if model else "profile",
-                                   self._personal.profile.count, self._half_life_s)
+            self.refresh()
+            return self.predictor.interests(self._personal, self._lstm.interest, k, self._half_life_s)
 
     def predict(self, k: int = 5) -> Prediction:
         """What comes next: the next-interest distribution and the next-window intensity."""
         with self._lock:
-            self._fresh()
-            dist, source = self._next_distribution(self._personal, self._interest)
-            intensity: list[tuple[str, float]] = []
-            if self._intensity is not None and self._taxonomy is not None:
-                intensity = _ranked({self._taxonomy.name(i): float(p) for i, p in enumerate(self._intensity)}, k)
-            return Prediction(tuple(_ranked(dist, k)), tuple(intensity), source)
+            self.refresh()
+            return self.predictor.predict(self._personal, self._lstm.interest, self._lstm.intensity, k)
 
     def shifts(self) -> list[Shift]:
         """Detected interest shifts, oldest first."""
         with self._lock:
             return list(self._personal.detector.shifts)
 
-    def recommend(self, candidates: Iterable[Event | Mapping[str, Any]], k: int = 10) -> list[Recommendation]:
+    def recommend(self, candidates: Iterable[Candidate], k: int = 10) -> list[Recommendation]:
         """Rank candidate items by predicted interest in their categories.
 
         A candidate is an :class:`Event` or a mapping with ``item_id``,
         ``categories`` and optionally ``title``.
         """
         with self._lock:
-            self._fresh()
-            dist, _ = self._next_distribution(self._personal, self._interest)
-            scored = []
-            for i, cand in enumerate(candidates):
-                item_id, cats = self._candidate(cand, i)
-                best = max(cats, key=lambda c: dist.get(c, 0.0))
-                score = max(dist.get(c, 0.0) for c in cats)
-                reason = (f"you are into {best} ({dist.get(best, 0.0):.0%} of predicted interest)"
-                          if score > 0 else "no signal: none of its categories has been seen")
-                scored.append(Recommendation(item_id, score, reason))
-            scored.sort(key=lambda r: -r.score)
-            return scored[:k]
-
-    @staticmethod
-    def _candidate(cand: Event | Mapping[str, Any], index: int) -> tuple[str, tuple[str, ...]]:
-        if isinstance(cand, Event):
-            return cand.item_id, cand.categories
-        if not isinstance(cand, Mapping) or not isinstance(cand.get("item_id"), str) or not cand["item_id"]:
-            raise EventValidationError(f"candidates[{index}].item_id", cand, "a mapping with a non-empty item_id")
-        cats = cand.get("categories") or (OTHER,)
-        if isinstance(cats, str):
-            cats = (cats,)
-        return cand["item_id"], tuple(cats)
+            self.refresh()
+            return self.predictor.recommend(self._personal, self._lstm.interest, candidates, k)
 
     # ---- forgetting and export ------------------------------------------------------------------
 
@@ -640,7 +398,7 @@ class InterestTracker:
         """Delete events for good and rebuild the state without them."""
         with self._lock:
             removed = self._store.forget(item_id=item_id, before=before, everything=everything)
-            self._personal = self._new_personal()
+            self._personal = self.new_personal_state()
             for seq, ev in self._store.events():
                 self._personal.update(seq, ev)
             self._rebuild_model_state()
@@ -726,14 +484,14 @@ class InterestTracker:
             raise TaxonomyError("install_model needs a taxonomy: pass taxonomy=...")
         featurizer = Featurizer(new.spec, tax)
         with self._lock:
-            compatible = (self._model is not None and self._model.spec.hash == new.spec.hash
-                          and tax == self._taxonomy)
-            self._model, self._featurizer, self._taxonomy = new, featurizer, tax
+            old = self._lstm.model
+            compatible = old is not None and old.spec.hash == new.spec.hash and tax == self._taxonomy
+            self._lstm.model, self._lstm.featurizer, self._taxonomy = new, featurizer, tax
             self._model_version = version
             self._persist_model(blob)
             self._store.put_state(_TAXONOMY, json.dumps(tax.to_dict()).encode())
             if not compatible:
-                self._dirty_model_state = True
+                self._lstm.mark_stale()
             self._save_state()
 
     def get_weights(self) -> Weights:
@@ -745,21 +503,19 @@ class InterestTracker:
         with self._lock:
             self._require_model().set_weights(weights)
             self._store.put_state(_WEIGHTS, weights.to_bytes())
-            self._dirty_model_state = True
+            self._lstm.mark_stale()
 
     def _require_model(self) -> LiteModel:
-        if self._model is None:
+        if self._lstm.model is None:
             raise ConfigError("this tracker has no model: open it with model=... or call install_model()")
-        return self._model
+        return self._lstm.model
 
     # ---- on-device training and evaluation ------------------------------------------------------
 
     @staticmethod
     def holdout_size(n: int, fraction: float = 0.1, cap: int = 50) -> int:
-        """Newest events kept aside for evaluation: 10% (at least 1, at most ``cap``), none below 10 events."""
-        if n < 10:
-            return 0
-        return max(1, min(cap, int(round(n * fraction))))
+        """Newest events kept aside for evaluation (:func:`vane.client.training.holdout_size`)."""
+        return holdout_size(n, fraction, cap)
 
     def train_local(self, epochs: int = 1, learning_rate: float | None = None, seed: int = 0,
                     holdout_fraction: float = 0.1) -> TrainResult:
@@ -772,50 +528,13 @@ class InterestTracker:
             raise ConfigError(f"epochs is {epochs!r}; expected an integer >= 1")
         with self._lock:
             model = self._require_model()
-            assert self._featurizer is not None
-            spec = model.spec
-            lr = spec.learning_rate if learning_rate is None else float(learning_rate)
-            if not (lr > 0 and math.isfinite(lr)):
-                raise ConfigError(f"learning_rate is {learning_rate!r}; expected a positive number")
+            assert self._lstm.featurizer is not None
             events = [ev for _, ev in self._store.events()]
-            holdout = self.holdout_size(len(events), holdout_fraction)
-            train = events[: len(events) - holdout]
-            if len(train) < 2:
-                return TrainResult(float("nan"), 0, 0, epochs, holdout)
-            feats = self._featurizer.encode(train)
-            interest, intensity, valid = self._featurizer.targets(train)
-            wf, wi, wn, ww = make_windows(feats, interest, intensity, valid, spec.window)
-            rng = np.random.default_rng(seed)
-            losses: list[float] = []
-            steps = 0
-            for _ in range(epochs):
-                h0, c0 = self._window_states(wf, ww)
-                order = rng.permutation(len(wf.item))
-                for start in range(0, len(order), spec.batch):
-                    idx = order[start : start + spec.batch]
-                    sub = wf.select(idx)
-                    batch = pad_batch(sub, wi[idx], wn[idx], ww[idx], spec.batch, spec.lstm_units, h0[idx], c0[idx])
-                    losses.append(model.train(batch, lr))
-                    steps += 1
-            self._store.put_state(_WEIGHTS, model.get_weights().to_bytes())
-            self._dirty_model_state = True
-            return TrainResult(float(np.mean(losses)), int(np.count_nonzero(ww)), steps, epochs, holdout)
-
-    def _window_states(self, windows: Features, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The LSTM state at the start of each window, carried from the windows before it."""
-        model = self._require_model()
-        units = model.spec.lstm_units
-        n = len(windows.item)
-        h0 = np.zeros((n, units), np.float32)
-        c0 = np.zeros((n, units), np.float32)
-        h = np.zeros((1, units), np.float32)
-        c = np.zeros((1, units), np.float32)
-        for w in range(n):
-            h0[w], c0[w] = h[0], c[0]
-            chunk = windows.select(w)
-            out = _infer_sequence(model, chunk, h, c)
-            h, c = out.h, out.c
-        return h0, c0
+            result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed, holdout_fraction)
+            if result.steps:
+                self._store.put_state(_WEIGHTS, model.get_weights().to_bytes())
+                self._lstm.mark_stale()
+            return result
 
     def evaluate_local(self, holdout_fraction: float = 0.1, ks: tuple[int, ...] = (1, 5, 10),
                        mix_candidates: Sequence[Sequence[float]] = ()) -> dict[str, float]:
@@ -828,48 +547,5 @@ class InterestTracker:
         leave the device, from which the server picks the population's best blend.
         """
         with self._lock:
-            events = self._store.events()
-            holdout = self.holdout_size(len(events), holdout_fraction)
-            if holdout == 0:
-                return {"num-examples": 0.0}
-            personal = self._new_personal()
-            cut = len(events) - holdout
-            for seq, ev in events[:cut]:
-                personal.update(seq, ev)
-            plain = [ev for _, ev in events]
-            h = c = None
-            interest = None
-            if self._model is not None and self._featurizer is not None:
-                units = self._model.spec.lstm_units
-                h, c = np.zeros((1, units), np.float32), np.zeros((1, units), np.float32)
-                feats = self._featurizer.encode(plain)
-                out = _infer_sequence(self._model, feats.rows(0, cut), h, c)
-                h, c, interest, last_intensity = out.h, out.c, out.interest[-1], out.intensity[-1]
-                _, target_intensity, _ = self._featurizer.targets(plain)
-            acc = RankingAccumulator(ks=ks)
-            y_true: list[np.ndarray] = []
-            y_score: list[np.ndarray] = []
-            cases: list[BlendCase] = []
-            for j in range(cut, len(plain)):
-                dist, _ = self._next_distribution(personal, interest)
-                acc.add_ranked([cat for cat, _ in _ranked(dist)], plain[j].categories)
-                if mix_candidates:
-                    cases.append(self._blend_case(personal, interest, plain[j].categories))
-                if interest is not None:
-                    y_true.append(target_intensity[j - 1])
-                    y_score.append(last_intensity)
-                    step = self._model.step(feats.rows(j, j + 1), h, c)  # type: ignore[union-attr]
-                    h, c, interest, last_intensity = step.h, step.c, step.interest, step.intensity
-                personal.update(events[j][0], plain[j])
-            metrics = {k.lower(): float(v) for k, v in acc.result().items()}
-            if y_true:
-                report = classification_report(np.stack(y_true), np.stack(y_score))
-                metrics.update({"accuracy": report["accuracy"], "recall": report["recall"], "f1": report["f1"],
-                                "auc": report["roc_auc"]})
-            if mix_candidates:
-                ranks = grid_ranks(cases, mix_candidates)
-                for i, row in enumerate(ranks):
-                    metrics[f"mix-{i}-hr@1"] = float(np.mean(row <= 1))
-                    metrics[f"mix-{i}-mrr"] = float(np.mean(1.0 / row))
-            metrics["num-examples"] = float(holdout)
-            return metrics
+            return evaluate_local(self._store.events(), self.new_personal_state, self.predictor, self._lstm.model,
+                                  self._lstm.featurizer, holdout_fraction, ks, mix_candidates)

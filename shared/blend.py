@@ -2,7 +2,7 @@
 
 The device answers "what comes next" with a weighted blend of five distributions (the model's
 softmax, the short memory, the profile, the person's transitions and the last event's categories;
-see ``InterestTracker._next_distribution``). How much each should weigh depends on the data:
+see ``vane.client.predictor.NextInterestPredictor``). How much each should weigh depends on the data:
 on Taobao repeating the last category is hard to beat, on MovieLens the model helps more.
 
 :class:`BlendCase` holds the five distributions of one held-out event; :func:`grid_ranks` ranks
@@ -10,6 +10,10 @@ the event's categories under many candidate weightings at once, so a device can 
 :func:`mix_grid` on its own held-out events and report only the mean HR@1 and reciprocal rank of
 each candidate (federated evaluation, :mod:`vane.client.app`); the server picks the best
 (:func:`best_candidate`). :func:`tune_mix` does the same centrally, for the evaluation.
+
+:func:`blend_coefficients` is the one blend rule (weights renormalised over the non-empty components
+with weight > 0); :func:`blend` applies it to the device's distributions (mappings) and
+:meth:`BlendCase.blend` to their compact arrays, so both give the same numbers.
 
 NumPy only: the client imports this module.
 """
@@ -23,10 +27,57 @@ from dataclasses import dataclass
 import numpy as np
 from vane.shared.events import OTHER
 
-#: Component order of the tracker's blend (the fields of ``vane.client.tracker.Mix``).
+#: Component order of the tracker's blend (the fields of ``vane.client.predictor.Mix``).
 MIX_FIELDS = ("model", "recent", "profile", "transitions", "last")
 #: Message-config key of the blend the server picked: five weights in MIX_FIELDS order.
 MIX_CONFIG_KEY = "mix"
+
+
+def blend_coefficients(weights: Sequence[float], present: Sequence[bool]) -> list[tuple[int, float]]:
+    """The one blend rule: each used component's index and its weight renormalised over the used ones.
+
+    Parameters
+    ----------
+    weights : sequence of float
+        One weight per component, in :data:`MIX_FIELDS` order.
+    present : sequence of bool
+        Whether each component is non-empty.
+
+    Returns
+    -------
+    list of (int, float)
+        ``(index, weight / total)`` for every present component with weight > 0, in order; empty when
+        no component is used.
+    """
+    used = [(i, float(w)) for i, w in enumerate(weights) if present[i] and w > 0]
+    total = 0.0
+    for _, w in used:
+        total += w
+    if total <= 0:
+        return []
+    return [(i, w / total) for i, w in used]
+
+
+def blend(components: Sequence[Mapping[str, float]], weights: Sequence[float]) -> dict[str, float]:
+    """The blended distribution of ``components`` (mappings category -> probability) under ``weights``.
+
+    Parameters
+    ----------
+    components : sequence of mapping
+        The distributions, in the same order as ``weights``; an empty one takes no part.
+    weights : sequence of float
+        One weight per component (renormalised by :func:`blend_coefficients`).
+
+    Returns
+    -------
+    dict
+        Category -> blended probability, keys in order of first appearance; empty when nothing is used.
+    """
+    out: dict[str, float] = {}
+    for i, coefficient in blend_coefficients(weights, [bool(d) for d in components]):
+        for cat, p in components[i].items():
+            out[cat] = out.get(cat, 0.0) + coefficient * p
+    return out
 
 
 @dataclass
@@ -63,16 +114,10 @@ class BlendCase:
         return (self.member & (used & self.present)[:, None]).any(axis=0)
 
     def blend(self, weights: Sequence[float]) -> np.ndarray:
-        """The same numbers as ``vane.client.tracker._blend`` (weights renormalised over present parts)."""
-        used = [(w, i) for i, w in enumerate(weights) if self.present[i] and w > 0]
-        total = 0.0
-        for w, _ in used:
-            total += w
+        """The blended scores of ``keys``: the same numbers as :func:`blend` (one rule, :func:`blend_coefficients`)."""
         out = np.zeros(len(self.keys))
-        if total <= 0:
-            return out
-        for w, i in used:
-            out = out + w / total * self.components[i]
+        for i, coefficient in blend_coefficients(weights, [bool(p) for p in self.present]):
+            out = out + coefficient * self.components[i]
         return out
 
     def rank(self, scores: np.ndarray, covered: np.ndarray | None = None) -> float:

@@ -46,8 +46,8 @@ def test_incremental_state_equals_replay_through_infer(tmp_path: Path, small_tra
     events = make_events(45)
     for event in events:
         tracker.record(event)
-    stepped_h, stepped_interest = tracker._h.copy(), tracker._interest.copy()
-    model = tracker._model
+    stepped_h, stepped_interest = tracker.model_state.h.copy(), tracker.model_state.interest.copy()
+    model = tracker.model
     feats = Featurizer(model.spec, taxonomy).encode(events)
     batched = feats.map(lambda a: a[None])
     replay = model.infer(batched)
@@ -132,7 +132,7 @@ def test_restarted_tracker_continues_with_identical_state(tmp_path: Path, small_
     assert restarted.has_model
     for e in events[37:]:
         restarted.record(e)
-    np.testing.assert_allclose(restarted._h, reference._h, atol=1e-6)
+    np.testing.assert_allclose(restarted.model_state.h, reference.model_state.h, atol=1e-6)
     assert restarted.predict(5) == reference.predict(5)
     assert restarted.interests(5) == reference.interests(5)
     reference.close()

@@ -1,0 +1,105 @@
+"""``ModelState``: the LSTM's running state over one person's events.
+
+Each kept event advances it in constant time through the LiteRT ``step`` signature, or a batch
+through chunked ``infer`` (the same numbers). It is a cache of replaying the stored events: when it
+cannot be advanced exactly (new weights, an incompatible model, events forgotten) it is marked
+``stale`` and rebuilt once from the whole history before it is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from vane.client.runtime import LiteModel
+from vane.shared.events import Event
+from vane.shared.features import Featurizer
+
+
+class ModelState:
+    """The model, its featurizer and the state (h, c) with the latest outputs.
+
+    Attributes
+    ----------
+    model : LiteModel or None
+        The interest model; None for a tracker without a model (then nothing here is used).
+    featurizer : Featurizer or None
+        Encodes events for ``model``.
+    h, c : ndarray or None
+        The LSTM state after the last event, (1, U); None before any event.
+    interest, intensity : ndarray or None
+        The model's next-interest softmax and next-window intensity after the last event, (C,).
+    stale : bool
+        The state no longer matches the stored events; :meth:`rebuild` before reading it.
+    """
+
+    def __init__(self, model: LiteModel | None, featurizer: Featurizer | None) -> None:
+        self.model = model
+        self.featurizer = featurizer
+        self.h: np.ndarray | None = None
+        self.c: np.ndarray | None = None
+        self.interest: np.ndarray | None = None
+        self.intensity: np.ndarray | None = None
+        self.stale = False
+
+    def mark_stale(self) -> None:
+        """The state must be rebuilt (no-op without a model)."""
+        if self.model is not None:
+            self.stale = True
+
+    def step(self, event: Event, previous_time: float | None) -> None:
+        """Advance through one event (``previous_time``: Unix time of the event before it)."""
+        if self.model is None or self.featurizer is None or self.stale:
+            self.mark_stale()
+            return
+        feats = self.featurizer.encode([event], previous_time=previous_time)
+        h, c = self._state()
+        out = self.model.step(feats, h, c)
+        self.interest, self.intensity, self.h, self.c = out.interest, out.intensity, out.h, out.c
+
+    def run(self, events: Sequence[Event], previous_time: float | None = None) -> None:
+        """Advance through many events with chunked ``infer`` (identical to :meth:`step` for each)."""
+        if self.model is None or self.featurizer is None or self.stale:
+            self.mark_stale()
+            return
+        if not events:
+            return
+        h, c = self._state()
+        out = self.model.infer_sequence(self.featurizer.encode(list(events), previous_time=previous_time), h, c)
+        self.h, self.c = out.h, out.c
+        self.interest, self.intensity = out.interest[-1], out.intensity[-1]
+
+    def rebuild(self, events: Sequence[Event]) -> None:
+        """Recompute the state from the whole history ``events``, once."""
+        self.h = self.c = self.interest = self.intensity = None
+        self.stale = False
+        if self.model is None or self.featurizer is None:
+            return
+        self.h, self.c = self.model.zero_state(1)
+        self.run(events)
+
+    def _state(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.h is None or self.c is None:
+            assert self.model is not None
+            self.h, self.c = self.model.zero_state(1)
+        return self.h, self.c
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state (the keys of the tracker's saved state)."""
+        return {
+            "h": None if self.h is None else self.h.ravel().tolist(),
+            "c": None if self.c is None else self.c.ravel().tolist(),
+            "interest": None if self.interest is None else self.interest.tolist(),
+            "intensity": None if self.intensity is None else self.intensity.tolist(),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> bool:
+        """Load :meth:`to_dict`'s output; False (and nothing loaded) when it holds no state."""
+        if self.model is None or state.get("h") is None:
+            return False
+        self.h = np.asarray(state["h"], np.float32).reshape(1, -1)
+        self.c = np.asarray(state["c"], np.float32).reshape(1, -1)
+        self.interest = np.asarray(state["interest"], np.float32)
+        self.intensity = np.asarray(state["intensity"], np.float32)
+        return True
