@@ -41,7 +41,7 @@ import logging
 import os
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
+from vane.client.mods import privacy_mods
 from vane.client.tracker import InterestTracker, Mix
-from vane.shared.blend import MIX_CONFIG_KEY, mix_grid
+from vane.shared import protocol as p
+from vane.shared.blend import mix_grid
 from vane.shared.errors import ConfigError, SpecMismatchError
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
@@ -59,10 +61,6 @@ logger = logging.getLogger("vane.client")
 
 SIM_DIR_ENV = "VANE_SIM_DIR"
 SIM_KEY_FILE = "store.key"
-WEIGHTS_KEY = "weights"
-DELTA_KEY = "delta"
-MODEL_BLOB_KEY = "model-blob"
-MODEL_VERSION_KEY = "model-version"
 
 #: Only the ranking model, for evaluation of the federated model itself.
 MODEL_ONLY = Mix(model=1.0, recent=0.0, profile=0.0, transitions=0.0)
@@ -75,54 +73,44 @@ def sim_store_path(sim_dir: str | Path, partition_id: int) -> Path:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """Training settings of one round, read from the message config, then run_config."""
+    """Settings of one round: the message config first, then run_config, then these defaults.
+
+    The keys are the field names in kebab-case, read by :func:`vane.shared.protocol.read_settings`
+    (so a bool of ``"maybe"`` raises, as on the server). ``proximal-mu`` is read from the message
+    config only: ``flwr run`` declares FedProx's server setting in run_config whatever the strategy.
+    """
 
     local_epochs: int = 1
     learning_rate: float = 0.0
     delta_float16: bool = False
     seed: int = 0
     holdout_fraction: float = 0.1
-    proximal_mu: float = 0.0
+    proximal_mu: float = field(default=0.0, metadata=p.only_from(p.MESSAGE_CONFIG))
     evaluate_model_only: bool = True
     server_round: int = 0
     mix_grid_step: float = 0.0
 
-    @classmethod
-    def read(cls, config: Mapping[str, Any], run_config: Mapping[str, Any]) -> ClientSettings:
-        def get(key: str, default: Any, run_wide: bool = True) -> Any:
-            value = config.get(key, run_config.get(key, default) if run_wide else default)
-            if isinstance(default, bool):
-                if isinstance(value, str):
-                    return value.lower() in ("true", "1", "yes")
-                return bool(value)
-            if isinstance(default, int):
-                if isinstance(value, float) and not value.is_integer():
-                    raise ConfigError(f"{key} is {value!r}; expected an integer")
-                return int(value)
-            return float(value)
-
-        settings = cls(
-            local_epochs=get("local-epochs", 1),
-            learning_rate=get("learning-rate", 0.0),
-            delta_float16=get("delta-float16", False),
-            seed=get("seed", 0),
-            holdout_fraction=get("holdout-fraction", 0.1),
-            # run_config's proximal-mu is FedProx's server setting, declared whatever the strategy.
-            proximal_mu=get("proximal-mu", 0.0, run_wide=False),
-            evaluate_model_only=get("evaluate-model-only", True),
-            server_round=get("server-round", 0),
-            mix_grid_step=get("mix-grid-step", 0.0),
-        )
-        if settings.local_epochs < 1:
-            raise ConfigError(f"local-epochs is {settings.local_epochs}; expected >= 1")
-        if settings.learning_rate < 0 or settings.proximal_mu < 0:
+    def __post_init__(self) -> None:
+        if self.local_epochs < 1:
+            raise ConfigError(f"local-epochs is {self.local_epochs}; expected >= 1")
+        if self.learning_rate < 0 or self.proximal_mu < 0:
             raise ConfigError("learning-rate and proximal-mu must be >= 0")
-        if settings.mix_grid_step:
+        if self.mix_grid_step:
             try:
-                mix_grid(settings.mix_grid_step)
+                mix_grid(self.mix_grid_step)
             except ValueError as exc:
                 raise ConfigError(f"mix-grid-step: {exc} (0 turns mix scoring off)") from None
-        return settings
+
+    @classmethod
+    def read(cls, config: Mapping[str, Any], run_config: Mapping[str, Any]) -> ClientSettings:
+        """The settings of a round from the message ``config`` and the run's ``run_config``.
+
+        Raises
+        ------
+        ConfigError
+            When a value has the wrong type or is out of range; the message names the key.
+        """
+        return p.read_settings(cls, (p.MESSAGE_CONFIG, config), (p.RUN_CONFIG, run_config))
 
     def mix_candidates(self) -> list[tuple[float, ...]]:
         """The candidate blends to score on the held-out events (none when ``mix-grid-step`` is 0)."""
@@ -130,47 +118,47 @@ class ClientSettings:
 
     def round_seed(self, node_config: Mapping[str, Any]) -> int:
         """A seed fixed by (seed, round, device), so a resumed run replays the same shuffles."""
-        device = str(node_config.get("partition-id", node_config.get("store", "")))
+        device = str(node_config.get(p.NODE_PARTITION_ID_KEY, node_config.get(p.NODE_STORE_KEY, "")))
         return zlib.crc32(f"{self.seed}:{self.server_round}:{device}".encode())
 
 
 def _open_tracker(context: Context, sim_dir: str | Path | None, mix: Mix | None) -> InterestTracker:
     node = context.node_config
     extra: dict[str, Any] = {"mix": mix} if mix is not None else {}
-    if "store" in node:
-        store = str(node["store"])
-        if "key-file" in node:
-            return InterestTracker.open(store, key_file=str(node["key-file"]), **extra)
-        if "passphrase-env" in node:
-            env = str(node["passphrase-env"])
+    if p.NODE_STORE_KEY in node:
+        store = str(node[p.NODE_STORE_KEY])
+        if p.NODE_KEY_FILE_KEY in node:
+            return InterestTracker.open(store, key_file=str(node[p.NODE_KEY_FILE_KEY]), **extra)
+        if p.NODE_PASSPHRASE_ENV_KEY in node:
+            env = str(node[p.NODE_PASSPHRASE_ENV_KEY])
             if env not in os.environ:
                 raise ConfigError(f"node_config passphrase-env names {env!r}, which is not set")
             return InterestTracker.open(store, passphrase=os.environ[env], **extra)
         raise ConfigError("node_config has 'store' but neither 'key-file' nor 'passphrase-env'")
     root = sim_dir or os.environ.get(SIM_DIR_ENV)
-    if root is None or "partition-id" not in node:
+    if root is None or p.NODE_PARTITION_ID_KEY not in node:
         raise ConfigError(
             "node_config needs 'store' and 'key-file' (deployment), or 'partition-id' with a simulation "
             f"directory (build_client_app(sim_dir=...) or ${SIM_DIR_ENV})"
         )
-    path = sim_store_path(root, int(node["partition-id"]))
+    path = sim_store_path(root, int(node[p.NODE_PARTITION_ID_KEY]))
     return InterestTracker.open(path, key_file=Path(root) / SIM_KEY_FILE, **extra)
 
 
 def _prepare_model(tracker: InterestTracker, config: ConfigRecord, arrays: ArrayRecord) -> np.ndarray:
     """Install the model when the server sent a new version, then load the global weights."""
-    version = str(config.get(MODEL_VERSION_KEY, ""))
+    version = str(config.get(p.MODEL_VERSION_KEY, ""))
     if version and tracker.model_version != version:
-        blob = config.get(MODEL_BLOB_KEY)
+        blob = config.get(p.MODEL_BLOB_KEY)
         if not isinstance(blob, bytes):
             raise ConfigError(f"this device lacks model version {version!r} and the server did not send it")
-        taxonomy = Taxonomy.from_dict(json.loads(str(config["taxonomy"]))) if "taxonomy" in config else None
+        taxonomy = Taxonomy.from_dict(json.loads(str(config[p.TAXONOMY_KEY]))) if p.TAXONOMY_KEY in config else None
         tracker.install_model(blob, version, taxonomy)
-    if MIX_CONFIG_KEY in config:
-        values = config[MIX_CONFIG_KEY]
+    if p.MIX_KEY in config:
+        values = config[p.MIX_KEY]
         tracker.recommend_mix(Mix.of(values if isinstance(values, list) else [values]))  # type: ignore[arg-type]
-    global_flat = arrays[WEIGHTS_KEY].numpy().astype(np.float32)
-    spec_hash = str(config.get("spec-hash", tracker.spec.hash))
+    global_flat = arrays[p.WEIGHTS_KEY].numpy().astype(np.float32)
+    spec_hash = str(config.get(p.SPEC_HASH_KEY, tracker.spec.hash))
     if spec_hash != tracker.spec.hash:
         raise SpecMismatchError(f"server weights are for spec {spec_hash}; this device runs {tracker.spec.hash}")
     tracker.set_weights(Weights(spec_hash, global_flat))
@@ -178,19 +166,19 @@ def _prepare_model(tracker: InterestTracker, config: ConfigRecord, arrays: Array
 
 
 def _reply(msg: Message, arrays: ArrayRecord | None, metrics: dict[str, float]) -> Message:
-    content = RecordDict({"metrics": MetricRecord({k: float(v) for k, v in metrics.items()})})
+    content = RecordDict({p.METRICS_RECORD: MetricRecord({k: float(v) for k, v in metrics.items()})})
     if arrays is not None:
-        content["arrays"] = arrays
+        content[p.ARRAYS_RECORD] = arrays
     return Message(content=content, reply_to=msg)
 
 
 def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None = None) -> Message:
     """One local training round; replies with the weight delta and numeric metrics."""
-    config = msg.content["config"]
+    config = msg.content[p.CONFIG_RECORD]
     settings = ClientSettings.read(config, context.run_config)
     tracker = _open_tracker(context, sim_dir, None)
     try:
-        global_flat = _prepare_model(tracker, config, msg.content["arrays"])
+        global_flat = _prepare_model(tracker, config, msg.content[p.ARRAYS_RECORD])
         result = tracker.train_local(
             epochs=settings.local_epochs,
             learning_rate=settings.learning_rate or None,
@@ -207,34 +195,35 @@ def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None =
         delta = delta / (1.0 + settings.proximal_mu)
     wire = delta.astype(np.float16 if settings.delta_float16 else np.float32)
     metrics = {
-        "num-examples": result.num_examples,
-        "train-loss": result.loss,
-        "train-steps": result.steps,
-        "holdout": result.holdout,
+        p.NUM_EXAMPLES_KEY: result.num_examples,
+        p.TRAIN_LOSS_KEY: result.loss,
+        p.TRAIN_STEPS_KEY: result.steps,
+        p.HOLDOUT_KEY: result.holdout,
     }
-    return _reply(msg, ArrayRecord({DELTA_KEY: Array(wire)}), metrics)
+    return _reply(msg, ArrayRecord({p.DELTA_KEY: Array(wire)}), metrics)
 
 
 def evaluate_on_device(msg: Message, context: Context, sim_dir: str | Path | None = None) -> Message:
     """Evaluate the global model on this device's held-out newest events."""
-    config = msg.content["config"]
+    config = msg.content[p.CONFIG_RECORD]
     settings = ClientSettings.read(config, context.run_config)
     tracker = _open_tracker(context, sim_dir, MODEL_ONLY if settings.evaluate_model_only else None)
     try:
-        _prepare_model(tracker, config, msg.content["arrays"])
+        _prepare_model(tracker, config, msg.content[p.ARRAYS_RECORD])
         metrics = tracker.evaluate_local(holdout_fraction=settings.holdout_fraction,
                                          mix_candidates=settings.mix_candidates())
     finally:
         tracker.close()
-    if metrics.get("num-examples", 0.0) <= 0:
+    if metrics.get(p.NUM_EXAMPLES_KEY, 0.0) <= 0:
         raise ConfigError("this device has too few events to evaluate on")
     return _reply(msg, None, metrics)
 
 
 def build_client_app(sim_dir: str | Path | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
-    """A ClientApp; ``sim_dir`` points nodes at their stores; ``mods`` wrap every call, outside the privacy mods."""
-    from vane.client.mods import privacy_mods  # inert unless the server asks for clipping or SecAgg+
+    """A ClientApp; ``sim_dir`` points nodes at their stores; ``mods`` wrap every call, outside the privacy mods.
 
+    The privacy mods (:func:`vane.client.mods.privacy_mods`) are inert unless the server asks for clipping or SecAgg+.
+    """
     app = ClientApp(mods=[*mods, *privacy_mods()])
 
     @app.train()

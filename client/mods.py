@@ -13,7 +13,7 @@ carries them (:func:`privacy_mods`); the training code never sees them.
 
 ``secure_aggregation_mod``
     Vane's answer to the legacy SecAgg+ workflow
-    (:mod:`vane.server.secagg`). Legacy messages (``fitins.*`` /
+    (:mod:`vane.server.privacy.secagg`). Legacy messages (``fitins.*`` /
     ``evaluateins.*``) are translated by the ``flwr.compat`` record converters
     into the Message-API form the ClientApp speaks, and replies back into
     ``fitres`` / ``evaluateres``. Train messages that carry
@@ -36,17 +36,20 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
-
-#: Keys Flower's DP wrappers use (flwr.supercore.differential_privacy).
-KEY_CLIPPING_NORM = "clipping_norm"
-KEY_NORM_BIT = "norm_bit"
-#: Keys of Flower's SecAgg+ records (flwr.common.secure_aggregation.secaggplus_constants).
-SECAGG_CONFIGS = "secaggplus_configs"
-SECAGG_STATE = "secaggplus_state"
-
-WEIGHTS_KEY = "weights"
-DELTA_KEY = "delta"
-NUM_EXAMPLES_KEY = "num-examples"
+from vane.shared.protocol import (
+    ARRAYS_RECORD,
+    CLIPPING_NORM_KEY,
+    CONFIG_RECORD,
+    DELTA_KEY,
+    LEGACY_EVALUATE_PARAMETERS,
+    LEGACY_FIT_PARAMETERS,
+    NDCG10_KEY,
+    NORM_BIT_KEY,
+    NUM_EXAMPLES_KEY,
+    SECAGG_CONFIGS_RECORD,
+    SECAGG_STATE_RECORD,
+    WEIGHTS_KEY,
+)
 
 
 def clip_l2(delta: np.ndarray, norm: float) -> tuple[np.ndarray, bool]:
@@ -59,33 +62,33 @@ def clip_l2(delta: np.ndarray, norm: float) -> tuple[np.ndarray, bool]:
 
 def delta_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Clip the reply's ``delta`` to the ``clipping_norm`` the server sent (client-side DP)."""
-    if msg.metadata.message_type != "train" or "config" not in msg.content.config_records:
+    if msg.metadata.message_type != "train" or CONFIG_RECORD not in msg.content.config_records:
         return call_next(msg, context)
-    norm = msg.content.config_records["config"].get(KEY_CLIPPING_NORM)
+    norm = msg.content.config_records[CONFIG_RECORD].get(CLIPPING_NORM_KEY)
     reply = call_next(msg, context)
-    if norm is None or not reply.has_content() or "arrays" not in reply.content.array_records:
+    if norm is None or not reply.has_content() or ARRAYS_RECORD not in reply.content.array_records:
         return reply
-    arrays = reply.content.array_records["arrays"]
+    arrays = reply.content.array_records[ARRAYS_RECORD]
     delta = arrays[DELTA_KEY].numpy()
     delta, clipped = clip_l2(delta, float(norm) - _rounding_slack(context, delta.size, float(norm)))  # type: ignore[arg-type]
-    reply.content["arrays"] = ArrayRecord({DELTA_KEY: Array(delta)})
+    reply.content[ARRAYS_RECORD] = ArrayRecord({DELTA_KEY: Array(delta)})
     for metrics in reply.content.metric_records.values():
-        metrics[KEY_NORM_BIT] = float(clipped)
+        metrics[NORM_BIT_KEY] = float(clipped)
     return reply
 
 
 # --- SecAg+ over the legacy workflow ------------------------------------------
 def _legacy_kind(content: RecordDict) -> str | None:
-    if "fitins.parameters" in content.array_records:
+    if LEGACY_FIT_PARAMETERS in content.array_records:
         return "fit"
-    if "evaluateins.parameters" in content.array_records:
+    if LEGACY_EVALUATE_PARAMETERS in content.array_records:
         return "evaluate"
     return None
 
 
 def _secagg_limits(context: Context) -> tuple[float, float]:
     """(clipping_range, max_weight) that ``secaggplus_mod`` stored at its setup stage."""
-    state = context.state.config_records.get(SECAGG_STATE)
+    state = context.state.config_records.get(SECAGG_STATE_RECORD)
     if state is None:
         return np.inf, np.inf
     return float(state.get("clipping_range", np.inf)), float(state.get("max_weight", np.inf))  # type: ignore[arg-type]
@@ -97,7 +100,7 @@ def _rounding_slack(context: Context, size: int, norm: float) -> float:
     Each coordinate moves by less than one grid step ``2·clipping_range/target_range``, so a delta
     clipped to ``norm - √size·step`` stays within ``norm`` after quantisation: the DP sensitivity holds.
     """
-    state = context.state.config_records.get(SECAGG_STATE)
+    state = context.state.config_records.get(SECAGG_STATE_RECORD)
     if state is None or not state.get("target_range"):
         return 0.0
     step = 2.0 * float(state["clipping_range"]) / float(state["target_range"])  # type: ignore[arg-type]
@@ -120,7 +123,8 @@ def _legacy_to_message_api(msg: Message, kind: str) -> None:
         else compat.recorddict_to_evaluateins(msg.content, keep_input=True)
     )
     flat = np.asarray(parameters_to_ndarrays(ins.parameters)[0], dtype=np.float32)
-    msg.content = RecordDict({"arrays": ArrayRecord({WEIGHTS_KEY: Array(flat)}), "config": ConfigRecord(ins.config)})
+    msg.content = RecordDict({ARRAYS_RECORD: ArrayRecord({WEIGHTS_KEY: Array(flat)}),
+                              CONFIG_RECORD: ConfigRecord(ins.config)})
 
 
 def _metrics_of(reply: Message) -> dict[str, float]:
@@ -133,7 +137,7 @@ def _fit_reply(reply: Message, context: Context, equal_weight: bool) -> None:
     from flwr.compat.common import recorddict_compat as compat
 
     clipping_range, max_weight = _secagg_limits(context)
-    delta = reply.content.array_records["arrays"][DELTA_KEY].numpy().astype(np.float32)
+    delta = reply.content.array_records[ARRAYS_RECORD][DELTA_KEY].numpy().astype(np.float32)
     delta = np.clip(delta, -clipping_range, clipping_range)
     metrics = _metrics_of(reply)
     num_examples = int(min(metrics.pop(NUM_EXAMPLES_KEY), max_weight))
@@ -151,7 +155,7 @@ def _evaluate_reply(reply: Message) -> None:
 
     metrics = _metrics_of(reply)
     num_examples = int(metrics.pop(NUM_EXAMPLES_KEY))
-    loss = 1.0 - metrics.get("ndcg@10", 0.0)
+    loss = 1.0 - metrics.get(NDCG10_KEY, 0.0)
     res = EvaluateRes(Status(Code.OK, ""), loss, num_examples, metrics)  # type: ignore[arg-type]
     reply.content = compat.evaluateres_to_recorddict(res)
 
@@ -164,7 +168,7 @@ def _legacy_adapter(call_next: ClientAppCallable) -> ClientAppCallable:
         if kind is None:
             return call_next(msg, context)
         _legacy_to_message_api(msg, kind)
-        clipped = KEY_CLIPPING_NORM in msg.content.config_records["config"]
+        clipped = CLIPPING_NORM_KEY in msg.content.config_records[CONFIG_RECORD]
         reply = call_next(msg, context)
         if reply.has_content():
             _fit_reply(reply, context, clipped) if kind == "fit" else _evaluate_reply(reply)
@@ -176,7 +180,7 @@ def _legacy_adapter(call_next: ClientAppCallable) -> ClientAppCallable:
 def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """SecAgg+ masking (Flower's ``secaggplus_mod``) for legacy-workflow messages; a no-op otherwise."""
     adapted = _legacy_adapter(call_next)
-    if SECAGG_CONFIGS in msg.content.config_records:
+    if SECAGG_CONFIGS_RECORD in msg.content.config_records:
         from flwr.client.mod import secaggplus_mod
 
         return secaggplus_mod(msg, context, adapted)

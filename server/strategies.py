@@ -1,7 +1,7 @@
 """Flower strategies that aggregate **weight deltas** instead of weights.
 
-Vane clients reply with ``local - global`` (the ``delta`` array), never with
-their weights. Each strategy here subclasses a Message-API strategy from
+Vane clients reply with ``local - global`` (the ``delta`` array, keys in
+:mod:`vane.shared.protocol`), never with their weights. Each strategy here subclasses a Message-API strategy from
 :mod:`flwr.serverapp.strategy` and mixes in :class:`DeltaAggregation`, which
 
 - screens every reply: non-finite values, a wrong shape, a missing
@@ -35,17 +35,18 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg, Krum
 from vane.shared.errors import ConfigError
+from vane.shared.protocol import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    DELTA_KEY,
+    METRICS_RECORD,
+    MODEL_BLOB_KEY,
+    MODEL_VERSION_KEY,
+    NUM_EXAMPLES_KEY,
+    WEIGHTS_KEY,
+)
 
 logger = logging.getLogger("vane.server")
-
-#: Key of the global weight vector in messages to clients (ArrayRecord).
-WEIGHTS_KEY = "weights"
-#: Key of the weight delta in client replies (ArrayRecord).
-DELTA_KEY = "delta"
-#: ConfigRecord keys that carry the model to clients.
-MODEL_BLOB_KEY = "model-blob"
-MODEL_VERSION_KEY = "model-version"
-NUM_EXAMPLES_KEY = "num-examples"
 
 STRATEGIES = ("fedavg", "fedadam", "fedprox", "fedtrimmedavg", "krum")
 
@@ -141,9 +142,9 @@ class DeltaAggregation:
             if msg.metadata.dst_node_id in self._nodes_with_model:
                 continue
             content = msg.content
-            config = ConfigRecord(dict(content["config"]))
+            config = ConfigRecord(dict(content[CONFIG_RECORD]))
             config[MODEL_BLOB_KEY] = self.model_blob
-            msg.content = RecordDict({"arrays": content["arrays"], "config": config})
+            msg.content = RecordDict({ARRAYS_RECORD: content[ARRAYS_RECORD], CONFIG_RECORD: config})
         return messages
 
     # --- receiving -------------------------------------------------------
@@ -206,7 +207,7 @@ class DeltaAggregation:
                 logger.warning("round %d: rejected the update of node %d: %s", log.round, node, reason)
                 continue
             metrics = next(iter(msg.content.metric_records.values()))
-            msg.content = RecordDict({"arrays": ArrayRecord({WEIGHTS_KEY: Array(delta)}), "metrics": metrics})
+            msg.content = RecordDict({ARRAYS_RECORD: ArrayRecord({WEIGHTS_KEY: Array(delta)}), METRICS_RECORD: metrics})
             accepted.append((hashlib.sha256(delta.tobytes()).hexdigest(), msg))
         # A fixed order makes the float sums, and so a resumed run, reproducible.
         ordered = [msg for _, msg in sorted(accepted, key=lambda pair: pair[0])]

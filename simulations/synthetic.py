@@ -27,9 +27,10 @@ from itertools import pairwise
 import numpy as np
 from vane.shared.errors import ConfigError
 from vane.shared.events import Event
+from vane.shared.synthetic_vocab import SYNTHETIC_CATEGORIES
 from vane.simulations.datasets import Dataset
 
-#: Readable category names and the words their item titles are made of.
+#: The words the item titles of each category are made of (keys: SYNTHETIC_CATEGORIES, in order).
 CATEGORY_VOCABULARY: dict[str, tuple[str, ...]] = {
     "sports": tuple(
         (
@@ -120,7 +121,7 @@ class Shift:
 
 
 def _category_names(num_categories: int) -> list[str]:
-    names = list(CATEGORY_VOCABULARY)[:num_categories]
+    names = list(SYNTHETIC_CATEGORIES)[:num_categories]
     names += [f"topic-{i:02d}" for i in range(len(names), num_categories)]
     return names
 

@@ -26,3 +26,13 @@ def test_proximal_mu_comes_only_from_the_message_config():
 def test_bad_settings_name_the_key(config, words):
     with pytest.raises(ConfigError, match=words):
         ClientSettings.read(config, {})
+
+
+@pytest.mark.parametrize(("config", "run_config", "words"), [
+    ({"evaluate-model-only": "maybe"}, {}, "evaluate-model-only is 'maybe'"),
+    ({}, {"delta-float16": "maybe"}, "delta-float16 is 'maybe'"),
+    ({"holdout-fraction": float("nan")}, {}, "holdout-fraction is nan"),
+])
+def test_values_of_the_wrong_type_raise_instead_of_reading_as_a_default(config, run_config, words):
+    with pytest.raises(ConfigError, match=words):
+        ClientSettings.read(config, run_config)

@@ -216,7 +216,7 @@ def _local_delta(store, key_file, weights, spec_hash):
 
 def _assert_secagg_equals_fedavg(aggregate, deltas, weights):
     """SecAgg+'s aggregate is FedAvg of the clipped deltas, up to its quantisation."""
-    from vane.server.secagg import SecAggSettings
+    from vane.server.config import SecAggSettings
 
     settings = SecAggSettings.from_run_config(SECAGG)
     c, w_max = settings.secagg_clipping_range, settings.secagg_max_weight

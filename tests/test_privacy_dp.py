@@ -155,9 +155,10 @@ def test_a_dp_run_stops_before_target_epsilon_and_records_epsilon_per_round(tmp_
 
 def test_a_resumed_adaptive_run_continues_from_the_checkpointed_clipping_norm(tmp_path):
     """The clipping norm moved by adaptive clipping is saved with each checkpoint and restored on resume."""
-    from vane.server.app import FederationRun, ServerSettings
     from vane.server.checkpoint import CheckpointStore
+    from vane.server.config import ServerSettings
     from vane.server.privacy import CLIP_STATE_KEY, apply_privacy
+    from vane.server.run import FederationRun
 
     dp = {"dp-mode": "server", "noise-multiplier": 0.5, "clipping-norm": 1.0, "adaptive-clipping": True,
           "clipped-count-stddev": 2.0,
@@ -176,7 +177,7 @@ def test_a_resumed_adaptive_run_continues_from_the_checkpointed_clipping_norm(tm
     apply_privacy(resumed, dp)
     assert resumed.start_round == 3
     assert resumed.strategy.clipping_norm == pytest.approx(0.37)
-    assert resumed.privacy_ledger.rounds == 3
+    assert resumed.strategy.ledger.rounds == 3
     # Fixed clipping ignores a saved norm: the configured one is the bound.
     fixed = FederationRun(ServerSettings(out_dir=str(tmp_path), num_server_rounds=4, min_available_nodes=10,
                                          resume=True))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from privacy_runs import AUDIT_USERS, DROPOUT_PARTITION, as_flower_task, audit_report
-from vane.server.secagg import SecAggSettings
+from vane.server.config import SecAggSettings
 from vane.shared.errors import PrivacyConfigError
 
 

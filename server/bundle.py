@@ -1,0 +1,54 @@
+"""What the server trains and ships: the ModelSpec, the taxonomy, the weights and the LiteRT file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vane.server.config import default_taxonomy, model_version_of
+from vane.shared.errors import ConfigError
+from vane.shared.spec import ModelSpec
+from vane.shared.taxonomy import Taxonomy
+from vane.shared.weights import Weights
+
+
+@dataclass
+class ModelBundle:
+    """What the server trains: the spec, vocabulary, initial weights and the LiteRT file."""
+
+    spec: ModelSpec
+    taxonomy: Taxonomy
+    weights: Weights
+    blob: bytes
+
+    @property
+    def version(self) -> str:
+        """The model version clients install (:func:`vane.server.config.model_version_of`)."""
+        return model_version_of(self.spec, self.taxonomy)
+
+
+def build_bundle(spec: ModelSpec | None, taxonomy: Taxonomy | None, blob: bytes | None = None) -> ModelBundle:
+    """Initial weights and the training export for ``spec`` (built from ``taxonomy`` when None).
+
+    Parameters
+    ----------
+    spec : ModelSpec or None
+        None means ``ModelSpec(num_categories=len(taxonomy))``.
+    taxonomy : Taxonomy or None
+        None means :func:`vane.server.config.default_taxonomy`.
+    blob : bytes, optional
+        A training export of ``spec``, to skip the conversion.
+
+    Raises
+    ------
+    ConfigError
+        When the spec's category count does not match the taxonomy.
+    """
+    from vane.server.model import build_model, export_training_model  # TensorFlow: only when a model is built
+
+    taxonomy = taxonomy or default_taxonomy()
+    spec = spec or ModelSpec(num_categories=len(taxonomy))
+    if spec.num_categories != len(taxonomy):
+        raise ConfigError(f"ModelSpec.num_categories is {spec.num_categories} but the taxonomy has {len(taxonomy)}")
+    model = build_model(spec)
+    blob = blob if blob is not None else export_training_model(model)
+    return ModelBundle(spec, taxonomy, model.weights(), blob)
