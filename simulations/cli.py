@@ -8,7 +8,7 @@ import typer
 
 sim_app = typer.Typer(no_args_is_help=True, help="Simulations, evaluation, audits and benchmarks.")
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the model, the device SDK.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the model, the device SDK, federated simulations.")
 sim_app.add_typer(bench_app, name="bench")
 
 
@@ -26,7 +26,7 @@ def bench_model_command(
 ) -> None:
     """Step/infer/train speed, export sizes, quantization agreement and client RSS of the LiteRT model."""
     from vane.shared.spec import ModelSpec
-    from vane.simulations.bench_model import print_report, run_model_bench
+    from vane.simulations.bench.model import print_report, run_model_bench
 
     spec = ModelSpec.load(spec_path) if spec_path else ModelSpec()
     print_report(run_model_bench(spec, train_steps=train_steps))
@@ -37,7 +37,7 @@ def bench_client_command(
     categories: int = typer.Option(64, min=2, help="Taxonomy size of the benchmark model."),
 ) -> None:
     """record()/record_many()/interests()/predict() speed, RSS and import time of the device SDK."""
-    from vane.simulations.bench_client import print_report, run
+    from vane.simulations.bench.client import print_report, run
 
     print_report(run(num_categories=categories))
 
@@ -53,7 +53,7 @@ def bench_federation_command(
 ) -> None:
     """Seconds per round, peak memory of the process tree, and float32 vs float16 upload bytes per client."""
     from vane.shared.errors import ConfigError
-    from vane.simulations.bench_federation import print_report, run_federation_bench
+    from vane.simulations.bench.federation import print_report, run_federation_bench
 
     try:
         sizes = [int(n) for n in users.split(",") if n.strip()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from vane.shared.features import TrainingBatch
 from vane.shared.spec import ModelSpec
-from vane.simulations.bench_model import random_features
+from vane.simulations.bench.inputs import random_features
 
 __all__ = ["SMALL_SPEC", "random_batch", "random_features"]
 

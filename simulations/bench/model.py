@@ -17,62 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vane.shared.events import KINDS
-from vane.shared.features import Features, TrainingBatch
 from vane.shared.spec import ModelSpec
+from vane.simulations.bench.inputs import random_features, session_batch
+from vane.simulations.bench.targets import Target
 
-#: measure -> (comparison, target, unit)
-TARGETS: dict[str, tuple[str, float, str]] = {
-    "step_us": ("<=", 60.0, "µs"),
-    "infer_b1_ms": ("<=", 0.3, "ms"),
-    "train_events_per_s": (">=", 4000.0, "ev/s"),
-    "training_model_mb": ("<=", 2.0, "MB"),
-    "f32_model_mb": ("", 0.0, "MB"),
-    "f16_model_mb": ("", 0.0, "MB"),
-    "int8_model_mb": ("<=", 0.3, "MB"),
-    "f16_top1_agreement": (">=", 0.99, ""),
-    "int8_top1_agreement": (">=", 0.99, ""),
-    "client_rss_mb": ("<=", 80.0, "MB"),
-    "client_import_s": ("", 0.0, "s"),
+TARGETS: dict[str, Target] = {
+    "step_us": Target("<=", 60.0, "µs"),
+    "infer_b1_ms": Target("<=", 0.3, "ms"),
+    "train_events_per_s": Target(">=", 4000.0, "ev/s"),
+    "training_model_mb": Target("<=", 2.0, "MB"),
+    "f32_model_mb": Target("", 0.0, "MB"),
+    "f16_model_mb": Target("", 0.0, "MB"),
+    "int8_model_mb": Target("<=", 0.3, "MB"),
+    "f16_top1_agreement": Target(">=", 0.99),
+    "int8_top1_agreement": Target(">=", 0.99),
+    "client_rss_mb": Target("<=", 80.0, "MB"),
+    "client_import_s": Target("", 0.0, "s"),
 }
-
-
-def random_features(spec: ModelSpec, rng: np.random.Generator, rows: int, length: int) -> Features:
-    """Uniformly random (rows, length, ...) features, some category slots padded."""
-    k, l_ = spec.max_categories_per_event, spec.tokens_per_title
-    cats = rng.integers(1, spec.num_categories + 1, (rows, length, k)).astype(np.int32)
-    cats[..., 1:] *= rng.random((rows, length, k - 1)) < 0.3
-    return Features(
-        cats,
-        rng.integers(0, spec.item_buckets, (rows, length)).astype(np.int32),
-        rng.integers(0, spec.token_buckets, (rows, length, l_)).astype(np.int32),
-        rng.integers(0, spec.gap_buckets, (rows, length)).astype(np.int32),
-        rng.integers(1, len(KINDS) + 1, (rows, length)).astype(np.int32),
-    )
-
-
-def session_batch(spec: ModelSpec, rng: np.random.Generator, rows: int) -> TrainingBatch:
-    """Windows of sticky, category-driven sessions with their next-interest and intensity targets."""
-    t, c, h = spec.window, spec.num_categories, spec.intensity_horizon
-    length = t + h
-    category = np.empty((rows, length), np.int64)
-    category[:, 0] = rng.integers(0, c, rows)
-    for i in range(1, length):
-        stay = rng.random(rows) < 0.75
-        category[:, i] = np.where(stay, category[:, i - 1], (category[:, i - 1] + rng.integers(1, 4, rows)) % c)
-    k, l_ = spec.max_categories_per_event, spec.tokens_per_title
-    cats = np.zeros((rows, t, k), np.int32)
-    cats[..., 0] = category[:, :t] + 1
-    item = ((category[:, :t] * 31 + rng.integers(0, 8, (rows, t))) % spec.item_buckets).astype(np.int32)
-    tokens = ((category[:, :t, None] * 7 + rng.integers(0, 5, (rows, t, l_))) % spec.token_buckets).astype(np.int32)
-    gap = rng.integers(0, spec.gap_buckets, (rows, t)).astype(np.int32)
-    kind = rng.integers(1, len(KINDS) + 1, (rows, t)).astype(np.int32)
-    onehot = np.eye(c, dtype=np.float32)[category]
-    interest = onehot[:, 1 : t + 1]
-    intensity = np.stack([onehot[:, i + 1 : i + 1 + h].max(axis=1) for i in range(t)], axis=1)
-    zeros = np.zeros((rows, spec.lstm_units), np.float32)
-    weight = np.ones((rows, t), np.float32)
-    return TrainingBatch(Features(cats, item, tokens, gap, kind), zeros, zeros.copy(), interest, intensity, weight)
 
 
 def export_models(spec: ModelSpec, out: Path, train_steps: int) -> dict[str, float]:
@@ -111,7 +72,7 @@ print(json.dumps({"client_import_s": import_s, "client_rss_mb": rss_kb / 1024,
 _SPEED = """
 import json, sys
 from pathlib import Path
-from vane.simulations.bench_model import measure_speed
+from vane.simulations.bench.model import measure_speed
 print(json.dumps(measure_speed(Path(sys.argv[1]))))
 """
 
@@ -161,7 +122,16 @@ def _worker(script: str, arg: Path) -> dict[str, Any]:
 
 
 def run_model_bench(spec: ModelSpec | None = None, train_steps: int = 300, footprint_runs: int = 3) -> dict[str, float]:
-    """Every measure of :data:`TARGETS` for ``spec`` (default: the default ModelSpec)."""
+    """Every measure of :data:`TARGETS` for ``spec`` (default: the default ModelSpec).
+
+    Parameters
+    ----------
+    spec : ModelSpec, optional
+    train_steps : int, default 300
+        TensorFlow steps on synthetic sessions before the export (for a meaningful top-1 agreement).
+    footprint_runs : int, default 3
+        Fresh client-only processes measuring import time and RSS; the median is kept.
+    """
     spec = spec or ModelSpec()
     with tempfile.TemporaryDirectory(prefix="vane-bench-") as tmp:
         folder = Path(tmp)
@@ -175,13 +145,6 @@ def run_model_bench(spec: ModelSpec | None = None, train_steps: int = 300, footp
     return result
 
 
-def meets_target(name: str, value: float) -> bool | None:
-    op, target, _ = TARGETS[name]
-    if not op:
-        return None
-    return value <= target if op == "<=" else value >= target
-
-
 def print_report(result: dict[str, float]) -> None:
     """Print the measures as a rich table."""
     from rich.console import Console
@@ -190,10 +153,12 @@ def print_report(result: dict[str, float]) -> None:
     table = Table(title="vane model benchmark (medians, this machine)")
     for column in ("measure", "value", "target", "ok"):
         table.add_column(column, justify="left" if column == "measure" else "right")
-    for name, (op, target, unit) in TARGETS.items():
+    for name, target in TARGETS.items():
+        op, unit = target.op, target.unit
         value = result[name]
         shown = f"{value:.1%}" if "agreement" in name else f"{value:,.3g} {unit}".strip()
-        goal = "" if not op else (f"{op} {target:.0%}" if "agreement" in name else f"{op} {target:g} {unit}".strip())
-        ok = meets_target(name, value)
+        goal = "" if not op else (f"{op} {target.goal:.0%}" if "agreement" in name
+                                  else f"{op} {target.goal:g} {unit}".strip())
+        ok = target.met(value)
         table.add_row(name, shown, goal, "" if ok is None else ("[green]yes[/green]" if ok else "[red]no[/red]"))
     Console().print(table)

@@ -2,14 +2,14 @@
 
 Each case (a population size, float32 or float16 deltas) runs in a fresh
 subprocess, because a second Flower simulation in one process was seen to hang
-(see :func:`vane.simulations.audit.run_isolated`), and so that the memory of one
+(see :func:`vane.simulations.federation.run_isolated`), and so that the memory of one
 case does not leak into the next. Inside that process:
 
 1. a :class:`~vane.simulations.synthetic.SyntheticPopulation` is generated;
 2. one encrypted store per user is prepared in a process pool (timed apart
    from the run: it is set-up, not federation);
 3. :func:`~vane.simulations.federation.run_federated` runs the real ServerApp and
-   ClientApp over Ray, while :class:`ProcessTreeMemory` samples the RSS and PSS
+   ClientApp over Ray, while :class:`~vane.simulations.bench.memory.ProcessTreeMemory` samples the RSS and PSS
    of the whole process tree (the driver and every Ray process) every 0.5 s.
 
 Figures:
@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -45,17 +44,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-#: measure -> (comparison, target, description)
-TARGETS: dict[str, tuple[str, float, str]] = {
-    "round_s@100": ("<=", 3.0, "seconds per round, 100 users, fraction 0.1"),
-    "peak_rss_gb@1000": ("<=", 16.0, "peak RSS of the run's process tree, 1,000 users"),
-    "float16_upload_ratio": ("<=", 0.5, "float16 / float32 bytes uploaded per client per round"),
+from vane.simulations.bench.memory import ProcessTreeMemory, kb_field
+from vane.simulations.bench.targets import Target
+
+TARGETS: dict[str, Target] = {
+    "round_s@100": Target("<=", 3.0, "s", "seconds per round, 100 users, fraction 0.1"),
+    "peak_rss_gb@1000": Target("<=", 16.0, "GB", "peak RSS of the run's process tree, 1,000 users"),
+    "float16_upload_ratio": Target("<=", 0.5, "", "float16 / float32 bytes uploaded per client per round"),
 }
 
 #: Each reply array carries a 128-byte .npy header, so float16 lands a hair above 0.5.
 RATIO_HEADER_SLACK = 1e-3
-
-SAMPLE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -75,96 +74,6 @@ class BenchCase:
     @property
     def name(self) -> str:
         return f"u{self.users}-{'f16' if self.delta_float16 else 'f32'}"
-
-
-# --- memory -------------------------------------------------------------------
-def _parent_map() -> dict[int, int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: split after the last ')'.
-        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in _parent_map().items():
-        children.setdefault(ppid, []).append(pid)
-    tree, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        tree.append(pid)
-        stack.extend(children.get(pid, []))
-    return tree
-
-
-def _kb_field(path: str, name: str) -> int:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(name):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-class ProcessTreeMemory:
-    """Background thread: samples the RSS and PSS sums of a process tree; keeps the peaks.
-
-    Parameters
-    ----------
-    root : int, default os.getpid()
-    interval : float, default 0.5
-        Seconds between samples.
-    """
-
-    def __init__(self, root: int | None = None, interval: float = SAMPLE_SECONDS) -> None:
-        self.root = root or os.getpid()
-        self.interval = interval
-        self.peak_rss_kb = 0
-        self.peak_pss_kb = 0
-        self.peak_processes = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="vane-memory-sampler", daemon=True)
-
-    def sample(self) -> None:
-        pids = process_tree(self.root)
-        rss = sum(_kb_field(f"/proc/{p}/status", "VmRSS:") for p in pids)
-        pss = sum(_kb_field(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
-        self.samples += 1
-        if rss > self.peak_rss_kb:
-            self.peak_rss_kb, self.peak_processes = rss, len(pids)
-        self.peak_pss_kb = max(self.peak_pss_kb, pss)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> ProcessTreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-
-    def figures(self) -> dict[str, float]:
-        return {
-            "peak_rss_mb": self.peak_rss_kb / 1024,
-            "peak_pss_mb": self.peak_pss_kb / 1024,
-            "processes_at_peak": float(self.peak_processes),
-            "memory_samples": float(self.samples),
-        }
 
 
 # --- device stores --------------------------------------------------------------
@@ -250,7 +159,7 @@ def measure_case(case: BenchCase) -> dict[str, Any]:
             fraction_evaluate=case.fraction, progress=False,
         )
     figures.update(memory.figures())
-    figures["driver_vmhwm_mb"] = _kb_field("/proc/self/status", "VmHWM:") / 1024
+    figures["driver_vmhwm_mb"] = kb_field("/proc/self/status", "VmHWM:") / 1024
     figures.update(_round_figures(result.rounds, result.wall_seconds))
     figures["load_avg_end"] = list(os.getloadavg())
     return figures
@@ -289,7 +198,7 @@ def run_case_isolated(case: BenchCase, timeout: float = 3600.0) -> dict[str, Any
     case_file = out / "case.json"
     case_file.write_text(json.dumps(asdict(case)), encoding="utf-8")
     (out / "figures.json").unlink(missing_ok=True)
-    code = "import sys; from vane.simulations.bench_federation import _child_main; _child_main(sys.argv[1])"
+    code = "import sys; from vane.simulations.bench.federation import _child_main; _child_main(sys.argv[1])"
     started = time.perf_counter()
     with open(out / "bench.log", "w", encoding="utf-8") as log:
         try:
@@ -389,13 +298,14 @@ def check_targets(cases: list[dict[str, Any]], fraction: float) -> dict[str, dic
         values["float16_upload_ratio"] = c16["upload_bytes_per_client"] / c32["upload_bytes_per_client"]
     failed_1000 = any(c["users"] == 1000 and "error" in c for c in cases)
     checked: dict[str, dict[str, Any]] = {}
-    for name, (op, target, text) in TARGETS.items():
+    for name, target in TARGETS.items():
         value = values[name]
         slack = RATIO_HEADER_SLACK if name == "float16_upload_ratio" else 0.0
-        met = None if value is None else value <= target + slack
+        met = None if value is None else target.met(value, slack)
         if name == "peak_rss_gb@1000" and failed_1000:
             met = False
-        checked[name] = {"value": value, "op": op, "target": target, "met": met, "description": text}
+        checked[name] = {"value": value, "op": target.op, "target": target.goal, "met": met,
+                         "description": target.description}
     return checked
 
 

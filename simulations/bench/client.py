@@ -17,14 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-TARGETS = {
-    "record_p50_ms": ("<=", 1.0),
-    "record_p99_ms": ("<=", 5.0),
-    "record_many_events_per_s": (">=", 20000.0),
-    "interests_p50_ms": ("<=", 0.5),
-    "predict_p50_ms": ("<=", 0.5),
-    "rss_mb_10k_events": ("<=", 80.0),
-    "import_s": ("<=", 0.5),
+from vane.simulations.bench.targets import Target
+
+TARGETS: dict[str, Target] = {
+    "record_p50_ms": Target("<=", 1.0, "ms"),
+    "record_p99_ms": Target("<=", 5.0, "ms"),
+    "record_many_events_per_s": Target(">=", 20000.0, "ev/s"),
+    "interests_p50_ms": Target("<=", 0.5, "ms"),
+    "predict_p50_ms": Target("<=", 0.5, "ms"),
+    "rss_mb_10k_events": Target("<=", 80.0, "MB"),
+    "import_s": Target("<=", 0.5, "s"),
 }
 
 
@@ -123,7 +125,7 @@ def run(num_categories: int = 64) -> dict[str, float]:
         model_path, tax_path = Path(tmp) / "model.tflite", Path(tmp) / "taxonomy.json"
         export_training_model(spec, model_path)
         tax.save(tax_path)
-        code = ("import json, sys; from vane.simulations.bench_client import measure; "
+        code = ("import json, sys; from vane.simulations.bench.client import measure; "
                 "print(json.dumps(measure(sys.argv[1], sys.argv[2], sys.argv[3])))")
         proc = subprocess.run([sys.executable, "-c", code, str(model_path), str(tax_path), tmp],
                               capture_output=True, text=True)
@@ -142,7 +144,8 @@ def print_report(figures: dict[str, float]) -> None:
     for col in ("measure", "value", "target", "met"):
         table.add_column(col)
     for name, value in figures.items():
-        op, target = TARGETS.get(name, ("", None))
-        met = "" if target is None else ("yes" if (value <= target if op == "<=" else value >= target) else "NO")
-        table.add_row(name, f"{value:,.3f}", "" if target is None else f"{op} {target:,}", met)
+        target = TARGETS.get(name)
+        ok = None if target is None else target.met(value)
+        met = "" if ok is None else ("yes" if ok else "NO")
+        table.add_row(name, f"{value:,.3f}", "" if target is None else f"{target.op} {target.goal:,}", met)
     Console().print(table)
