@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 from vane.server.config import PrivacySettings
 from vane.server.strategies import RoundLog
@@ -69,6 +70,7 @@ from vane.shared.protocol import DP_CLIPPING_NORM_KEY, DP_DELTA_KEY, EPSILON_KEY
 logger = logging.getLogger("vane.server")
 
 
+@dataclass(frozen=True)
 class ReleaseAccounting:
     """How each round's Gaussian release is accounted in Flower's :class:`~flwr.serverapp.RdpAccountant`.
 
