@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from vane.shared.blend import MIX_FIELDS, BlendCase, tune_mix
@@ -31,6 +31,9 @@ from vane.shared.weights import Weights
 from vane.simulations.candidates import ItemCandidates, sampled_item_rank
 from vane.simulations.collector import CATEGORY_METRICS, MethodCollector, intensity_targets
 from vane.simulations.split import Split
+
+if TYPE_CHECKING:
+    from vane.client.tracker import InterestTracker
 
 #: Key of the devices' store files during an evaluation (the stores live in a temporary folder).
 _EVAL_KEY = b"\x07" * 32
@@ -59,25 +62,37 @@ class UserRun:
     val_intensity_score: list[np.ndarray] = field(default_factory=list)
 
 
-def replay_user(tracker: Any, history: Sequence[Event], n_train: int, test: Sequence[Event]) -> UserRun:
-    """Replay one user through ``tracker``'s model and personal state, as the device does.
+def replay_user(tracker: InterestTracker, history: Sequence[Event], n_train: int, test: Sequence[Event]) -> UserRun:
+    """Replay one user through ``tracker``'s model and predictor, as the device does.
 
-    The LSTM state runs over the whole sequence with the chunked ``infer`` the tracker uses for batches
-    (identical to stepping event by event). Before each validation and test event, the five distributions
-    of ``InterestTracker._next_distribution`` are taken from the tracker itself.
+    The LSTM runs over the whole sequence (``LiteModel.infer_sequence``, the same numbers as stepping event
+    by event). A fresh personal state learns the training events; before each validation and test event,
+    the tracker's :class:`~vane.client.predictor.NextInterestPredictor` gives the five distributions it
+    blends (:meth:`~vane.client.predictor.NextInterestPredictor.blend_case`).
+
+    Parameters
+    ----------
+    tracker : InterestTracker
+        A tracker with a model; its own store and state are not used.
+    history : sequence of Event
+        The user's training then validation events.
+    n_train : int
+        How many of ``history`` are training events.
+    test : sequence of Event
     """
-    from vane.client.tracker import _infer_sequence
-
+    model, featurizer = tracker.model, tracker.featurizer
+    if model is None or featurizer is None:
+        raise ValueError("the evaluation's tracker has no model; open it with model=...")
     events = list(history) + list(test)
-    model, featurizer = tracker._model, tracker._featurizer
     h, c = model.zero_state(1)
-    out = _infer_sequence(model, featurizer.encode(events), h, c)
+    out = model.infer_sequence(featurizer.encode(events), h, c)
     intensity_truth = intensity_targets(featurizer, events)
-    personal = tracker._new_personal()
+    personal = tracker.new_personal_state()
+    predictor = tracker.predictor
     personal.update_many([(i + 1, ev) for i, ev in enumerate(events[:n_train])])
     run = UserRun()
     for j in range(n_train, len(events)):
-        case = tracker._blend_case(personal, out.interest[j - 1], events[j].categories)
+        case = predictor.blend_case(personal, out.interest[j - 1], events[j].categories)
         if j < len(history):
             run.val.append(case)
             run.val_intensity_true.append(intensity_truth[j - 1])
@@ -90,7 +105,7 @@ def replay_user(tracker: Any, history: Sequence[Event], n_train: int, test: Sequ
     return run
 
 
-def _open_tracker(path: Path, blob: bytes, taxonomy: Taxonomy) -> Any:
+def _open_tracker(path: Path, blob: bytes, taxonomy: Taxonomy) -> InterestTracker:
     from vane.client.tracker import InterestTracker
 
     return InterestTracker.open(path, key=_EVAL_KEY, model=blob, taxonomy=taxonomy, model_version="eval")
@@ -135,7 +150,7 @@ def finish_runs(runs: list[UserRun], candidates: ItemCandidates, tune: bool,
     federated_mix : mapping, optional
         The Mix the federated evaluation picked.
     """
-    from vane.client.tracker import Mix
+    from vane.client.predictor import Mix
 
     default = asdict(Mix())
     mix = default
@@ -219,7 +234,7 @@ def evaluate_local_lstm(split: Split, taxonomy: Taxonomy, blob: bytes, candidate
                                          holdout_fraction=0.0)
             if np.isfinite(result.loss):
                 losses.append(result.loss)
-            tracker._fresh()
+            tracker.refresh()
             runs.append(replay_user(tracker, split.history(uid), len(split.train[uid]), split.test[uid]))
         finally:
             tracker.close()

@@ -112,15 +112,17 @@ def test_candidates_hold_the_true_item_first_and_distinct_popular_others():
 
 
 def test_compact_blend_ranks_like_the_tracker(tmp_path):
-    from vane.client.tracker import InterestTracker, Mix
+    from vane.client.predictor import Mix
+    from vane.client.tracker import InterestTracker
 
     events = [_event(f"i{t}", "abcde"[(t * t) % 5], t) for t in range(40)]
     mix = Mix(model=0.0, recent=0.3, profile=0.2, transitions=0.1, last=0.4)
     with InterestTracker.open(tmp_path / "s.store", key=b"k" * 32, mix=mix) as tracker:
         tracker.record_many(events)
         expected = [cat for cat, _ in tracker.predict(k=10).next_interest]
-        recent, shares, transitions = tracker._personal.distributions()
-        last = {c: 1.0 / len(tracker._personal.transitions.last) for c in tracker._personal.transitions.last}
+        personal = tracker.personal_state
+        recent, shares, transitions = personal.distributions()
+        last = {c: 1.0 / len(personal.transitions.last) for c in personal.transitions.last}
 
     case = BlendCase.from_dicts([{}, recent, shares, transitions, last], ["b"])
     scores = case.blend([getattr(mix, f) for f in MIX_FIELDS])

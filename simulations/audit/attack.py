@@ -37,14 +37,14 @@ class ClientTruth:
 def client_truths(users: Mapping[str, Sequence[Event]], order: Sequence[str], spec: ModelSpec,
                   taxonomy: Taxonomy, holdout_fraction: float = 0.1) -> list[ClientTruth]:
     """Per partition, the item buckets and category rows of the events it trains on."""
-    from vane.client.tracker import InterestTracker
+    from vane.client.training import holdout_size
     from vane.shared.features import Featurizer
 
     featurizer = Featurizer(spec, taxonomy)
     out = []
     for uid in order:
         events = list(users[uid])
-        train = events[: len(events) - InterestTracker.holdout_size(len(events), holdout_fraction)]
+        train = events[: len(events) - holdout_size(len(events), holdout_fraction)]
         feats = featurizer.encode(train)
         out.append(ClientTruth(set(np.unique(feats.item).tolist()) - {0},
                                set(np.unique(feats.cats).tolist()) - {0}))
