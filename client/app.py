@@ -156,7 +156,7 @@ def _prepare_model(tracker: InterestTracker, config: ConfigRecord, arrays: Array
         tracker.install_model(blob, version, taxonomy)
     if p.MIX_KEY in config:
         values = config[p.MIX_KEY]
-        tracker.recommend_mix(Mix.of(values if isinstance(values, list) else [values]))  # type: ignore[arg-type]
+        tracker.recommend_mix(Mix.of(values if isinstance(values, list) else [values]))
     global_flat = arrays[p.WEIGHTS_KEY].numpy().astype(np.float32)
     spec_hash = str(config.get(p.SPEC_HASH_KEY, tracker.spec.hash))
     if spec_hash != tracker.spec.hash:
@@ -174,11 +174,11 @@ def _reply(msg: Message, arrays: ArrayRecord | None, metrics: dict[str, float]) 
 
 def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None = None) -> Message:
     """One local training round; replies with the weight delta and numeric metrics."""
-    config = msg.content[p.CONFIG_RECORD]
+    config = msg.content.config_records[p.CONFIG_RECORD]
     settings = ClientSettings.read(config, context.run_config)
     tracker = _open_tracker(context, sim_dir, None)
     try:
-        global_flat = _prepare_model(tracker, config, msg.content[p.ARRAYS_RECORD])
+        global_flat = _prepare_model(tracker, config, msg.content.array_records[p.ARRAYS_RECORD])
         result = tracker.train_local(
             epochs=settings.local_epochs,
             learning_rate=settings.learning_rate or None,
@@ -205,11 +205,11 @@ def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None =
 
 def evaluate_on_device(msg: Message, context: Context, sim_dir: str | Path | None = None) -> Message:
     """Evaluate the global model on this device's held-out newest events."""
-    config = msg.content[p.CONFIG_RECORD]
+    config = msg.content.config_records[p.CONFIG_RECORD]
     settings = ClientSettings.read(config, context.run_config)
     tracker = _open_tracker(context, sim_dir, MODEL_ONLY if settings.evaluate_model_only else None)
     try:
-        _prepare_model(tracker, config, msg.content[p.ARRAYS_RECORD])
+        _prepare_model(tracker, config, msg.content.array_records[p.ARRAYS_RECORD])
         metrics = tracker.evaluate_local(holdout_fraction=settings.holdout_fraction,
                                          mix_candidates=settings.mix_candidates())
     finally:

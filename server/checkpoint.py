@@ -83,7 +83,7 @@ class CheckpointStore:
         spec.save(tmp / "spec.json")
         taxonomy.save(tmp / "taxonomy.json")
         (tmp / "metrics.json").write_text(json.dumps(rounds, indent=1), encoding="utf-8")
-        np.savez(tmp / "strategy.npz", **strategy_state)
+        np.savez(tmp / "strategy.npz", **strategy_state)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         (tmp / "state.json").write_text(json.dumps({**state, "round": round_number}, indent=1), encoding="utf-8")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)

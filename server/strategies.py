@@ -107,6 +107,8 @@ class DeltaAggregation:
     rounds: dict[int, RoundLog]
     _global: np.ndarray | None
     _nodes_with_model: set[int]
+    #: FedOpt's origin of "aggregated - current" (only on the FedOpt family; set to zero each round).
+    current_arrays: dict[str, np.ndarray] | None
 
     def setup_delta_aggregation(self, model_blob: bytes, model_version: str, round_offset: int = 0) -> None:
         self.model_blob = model_blob
@@ -142,9 +144,9 @@ class DeltaAggregation:
             if msg.metadata.dst_node_id in self._nodes_with_model:
                 continue
             content = msg.content
-            config = ConfigRecord(dict(content[CONFIG_RECORD]))
+            config = ConfigRecord(dict(content.config_records[CONFIG_RECORD]))
             config[MODEL_BLOB_KEY] = self.model_blob
-            msg.content = RecordDict({ARRAYS_RECORD: content[ARRAYS_RECORD], CONFIG_RECORD: config})
+            msg.content = RecordDict({ARRAYS_RECORD: content.array_records[ARRAYS_RECORD], CONFIG_RECORD: config})
         return messages
 
     # --- receiving -------------------------------------------------------

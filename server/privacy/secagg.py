@@ -137,7 +137,7 @@ class SecAggDeltaFedAvg(LegacyFedAvg):
         for i, failure in enumerate(failures):
             log.failed[-1 - i] = str(failure)[:500]
         params, metrics = super().aggregate_fit(server_round, results, failures)
-        log.train_metrics = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+        log.train_metrics = {k: float(v) for k, v in metrics.items()}
         if params is None:
             logger.warning("round %d: SecAgg+ produced no aggregate; the global model is unchanged", log.round)
             return None, metrics
