@@ -23,7 +23,7 @@ from vane.client.history import (
     read_history,
 )
 from vane.shared.errors import ConfigError, HistoryImportError
-from vane.shared.events import KINDS, OTHER
+from vane.shared.events import KINDS, OTHER, dedupe
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "browser-history-fixtures"
 
@@ -69,13 +69,7 @@ _URL_REASON = """
 
 _ORACLE_SELECT = """
     , classified AS (SELECT *, {reason} {browser_rules} END AS reason FROM raw)
-    SELECT c.t, CASE
-        WHEN c.reason IS NULL AND EXISTS (
-            SELECT 1 FROM classified p
-            WHERE p.reason IS NULL AND p.page = c.page
-              AND (p.t < c.t OR (p.t = c.t AND p.id < c.id)) AND c.t - p.t < {window}
-        ) THEN 'reload' ELSE c.reason END
-    FROM classified c
+    SELECT c.t, c.reason, c.url FROM classified c ORDER BY c.t, c.id
 """
 
 ORACLE_SQL = {
@@ -84,7 +78,6 @@ ORACLE_SQL = {
     + _ORACLE_SELECT.format(
         reason=_URL_REASON,
         browser_rules="WHEN (tr & 536870912) = 0 THEN 'redirect' WHEN (tr & 255) = 3 THEN 'subframe'",
-        window=1_000_000,
     ),
     "firefox": "WITH raw AS (SELECT v.id, v.place_id AS page, v.visit_date AS t, v.visit_type AS vt, p.url, "
     "EXISTS (SELECT 1 FROM moz_historyvisits w WHERE w.from_visit = v.id AND w.visit_type IN (5, 6)) AS src "
@@ -92,14 +85,12 @@ ORACLE_SQL = {
     + _ORACLE_SELECT.format(
         reason=_URL_REASON,
         browser_rules="WHEN src THEN 'redirect' WHEN vt = 4 THEN 'subframe' WHEN vt = 7 THEN 'download'",
-        window=1_000_000,
     ),
     "safari": "WITH raw AS (SELECT v.id, v.history_item AS page, v.visit_time AS t, v.redirect_destination AS rd, "
     "v.load_successful AS ok, i.url FROM history_visits v LEFT JOIN history_items i ON i.id = v.history_item)"
     + _ORACLE_SELECT.format(
         reason=_URL_REASON,
         browser_rules="WHEN rd IS NOT NULL THEN 'redirect' WHEN ok = 0 THEN 'failed_load'",
-        window=1,
     ),
 }
 ORACLE_EPOCH = {
@@ -120,8 +111,21 @@ def oracle(path: Path, browser: str, tmp_path: Path) -> tuple[Counter[str], list
     finally:
         con.close()
     epoch, unit = ORACLE_EPOCH[browser]
-    kept = sorted(epoch + timedelta(**{unit: t}) for t, reason in rows if reason is None)
-    return Counter(reason for _, reason in rows if reason is not None), kept
+    reasons = Counter(reason for _, reason, _ in rows if reason is not None)
+    # The one duplicate rule: the same page (normalised URL) within 1 s of the last *kept* visit.
+    window = 1 if unit == "seconds" else 1_000_000
+    kept: list[datetime] = []
+    last: tuple[str | None, float] | None = None
+    for t, reason, url in rows:
+        if reason is not None:
+            continue
+        page = normalize_url(url)
+        if last is not None and last[0] == page and 0 <= t - last[1] < window:
+            reasons["duplicate"] += 1
+            continue
+        last = (page, t)
+        kept.append(epoch + timedelta(**{unit: t}))
+    return reasons, sorted(kept)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -416,7 +420,7 @@ def test_redirect_sources_are_skipped_and_the_landing_page_kept(tmp_path: Path) 
     assert [(e.item_id, e.kind) for e in batch.events] == [("https://www.a.com/home", "typed")]
 
 
-def test_repeat_within_one_second_is_a_reload_but_later_reload_is_kept(tmp_path: Path) -> None:
+def test_repeat_within_one_second_is_a_duplicate_but_later_reload_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "History"
     url = "https://a.com/"
     visits = [
@@ -428,8 +432,32 @@ def test_repeat_within_one_second_is_a_reload_but_later_reload_is_kept(tmp_path:
 
     batch = read_history(path)
 
-    assert batch.summary.skipped == {"reload": 1}
+    assert batch.summary.skipped == {"duplicate": 1}
     assert [e.kind for e in batch.events] == ["link", "reload"]
+
+
+def test_duplicates_follow_the_trackers_rule_against_the_last_kept_visit(tmp_path: Path) -> None:
+    """A burst at 0, 0.5 and 1.2 s keeps 0 and 1.2 s (the one rule of vane.shared.events), and a
+    visit to another page in between breaks a burst, as it does for live recording."""
+    path = tmp_path / "History"
+    a, b = "https://a.com/", "https://b.com/"
+    visits = [
+        (a, T0, CHAIN),
+        (a, T0 + timedelta(seconds=0.5), 8 | CHAIN),
+        (a, T0 + timedelta(seconds=1.2), 8 | CHAIN),
+        (b, T0 + timedelta(seconds=10), CHAIN),
+        (a, T0 + timedelta(seconds=10.2), CHAIN),
+        (a, T0 + timedelta(seconds=10.4), CHAIN),
+    ]
+    make_chrome(path, visits).close()
+
+    batch = read_history(path)
+
+    assert batch.summary.skipped == {"duplicate": 2}
+    assert [(e.item_id, (e.timestamp - T0).total_seconds()) for e in batch.events] == [
+        (a, 0.0), (a, 1.2), (b, 10.0), (a, 10.2)
+    ]
+    assert batch.events == dedupe(batch.events)
 
 
 @pytest.mark.parametrize(
