@@ -153,6 +153,7 @@ def test_a_dp_run_stops_before_target_epsilon_and_records_epsilon_per_round(tmp_
     assert [v["metrics"]["dp-epsilon"] for v in registry] == pytest.approx(curve[:2], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_a_resumed_adaptive_run_continues_from_the_checkpointed_clipping_norm(tmp_path):
     """The clipping norm moved by adaptive clipping is saved with each checkpoint and restored on resume."""
     from vane.server.checkpoint import CheckpointStore
