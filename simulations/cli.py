@@ -130,6 +130,7 @@ def federated_run_command(
 ) -> None:
     """Run a Flower simulation of federated training with the real ClientApp and ServerApp."""
     from vane.shared.errors import ConfigError
+    from vane.shared.protocol import NDCG10_KEY, TRAIN_LOSS_KEY
     from vane.shared.taxonomy import Taxonomy
     from vane.simulations.federation import run_federated
     from vane.simulations.synthetic import SyntheticPopulation
@@ -144,10 +145,10 @@ def federated_run_command(
     )
     for entry in result.rounds:
         ev = entry["evaluate"]
-        loss = entry["train"].get("train-loss", float("nan"))
+        loss = entry["train"].get(TRAIN_LOSS_KEY, float("nan"))
         typer.echo(
             f"round {entry['round']}: {entry['seconds']:.1f}s loss {loss:.4f} "
-            f"hr@5 {ev.get('hr@5', float('nan')):.4f} ndcg@10 {ev.get('ndcg@10', float('nan')):.4f}"
+            f"hr@5 {ev.get('hr@5', float('nan')):.4f} ndcg@10 {ev.get(NDCG10_KEY, float('nan')):.4f}"
         )
     typer.echo(f"wrote {result.results_path} and {', '.join(str(p) for p in result.plots)}")
 

@@ -54,6 +54,7 @@ import numpy as np
 from vane.shared.errors import ConfigError
 from vane.shared.events import OTHER
 from vane.shared.features import Featurizer
+from vane.shared.protocol import HOLDOUT_FRACTION_KEY, MIX_GRID_STEP_KEY
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.simulations.baselines import BASELINES
@@ -294,7 +295,7 @@ def _run_federation(split: Split, taxonomy: Taxonomy, spec: ModelSpec, blob: byt
         model_blob=blob, num_cpus=config.num_cpus or os.cpu_count(), progress=False,
         # About 100 devices per round keep the per-round evaluation cheap on large populations.
         fraction_evaluate=min(1.0, 100.0 / len(users)),
-        server_config={"holdout-fraction": 0.1, "mix-grid-step": config.mix_grid_step},
+        server_config={HOLDOUT_FRACTION_KEY: 0.1, MIX_GRID_STEP_KEY: config.mix_grid_step},
     )
 
 

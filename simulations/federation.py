@@ -33,6 +33,14 @@ from typing import Any
 import numpy as np
 from vane.shared.errors import VaneError
 from vane.shared.events import Event
+from vane.shared.protocol import (
+    DELTA_FLOAT16_KEY,
+    LEARNING_RATE_KEY,
+    LOCAL_EPOCHS_KEY,
+    SEED_KEY,
+    TRAIN_LOSS_KEY,
+    to_config,
+)
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
@@ -177,10 +185,10 @@ def run_federated(
         "min-train-nodes": 1,
         "min-evaluate-nodes": 1,
         "min-available-nodes": len(users),
-        "local-epochs": local_epochs,
-        "learning-rate": learning_rate,
-        "seed": seed,
-        "delta-float16": delta_float16,
+        LOCAL_EPOCHS_KEY: local_epochs,
+        LEARNING_RATE_KEY: learning_rate,
+        SEED_KEY: seed,
+        DELTA_FLOAT16_KEY: delta_float16,
         "resume": resume,
         "out-dir": str(out),
         **dict(server_config or {}),
@@ -245,13 +253,11 @@ def _run_federated(kwargs: dict[str, Any]) -> FederationResult:
 
 def _privacy_config(overrides: Mapping[str, Any], population: int) -> dict[str, Any]:
     """Validated DP and SecAgg+ settings as run_config keys (raises PrivacyConfigError before Ray starts)."""
-    from dataclasses import asdict
-
     from vane.server.config import PrivacySettings, SecAggSettings
 
     privacy = PrivacySettings.from_run_config(overrides, population)
     secagg = SecAggSettings.from_run_config(overrides)
-    return {k.replace("_", "-"): v for k, v in {**asdict(privacy), **asdict(secagg)}.items()}
+    return {**to_config(privacy), **to_config(secagg)}
 
 
 def _write_results(out: Path, config: dict[str, Any], rounds: list[dict[str, Any]]) -> Path:
@@ -299,10 +305,10 @@ def write_plots(out: Path, rounds: list[dict[str, Any]]) -> list[Path]:
         paths.append(out / "metrics.png")
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
-    trained = [r for r in rounds if "train-loss" in r["train"]]
+    trained = [r for r in rounds if TRAIN_LOSS_KEY in r["train"]]
     if trained:
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot([r["round"] for r in trained], [r["train"]["train-loss"] for r in trained], marker="o")
+        ax.plot([r["round"] for r in trained], [r["train"][TRAIN_LOSS_KEY] for r in trained], marker="o")
         ax.set_xlabel("round")
         ax.set_ylabel("mean local training loss")
         fig.tight_layout()
@@ -335,7 +341,7 @@ class _RoundProgress:
 
     def on_round(self, round_number: int, total: int, entry: dict[str, Any]) -> None:
         ev = entry.get("evaluate", {})
-        loss = entry.get("train", {}).get("train-loss")
+        loss = entry.get("train", {}).get(TRAIN_LOSS_KEY)
         text = f"round {round_number}: " + (f"loss {loss:.3f} " if loss is not None else "") + (
             f"hr@5 {ev['hr@5']:.3f}" if "hr@5" in ev else ""
         )

@@ -93,7 +93,7 @@ def run_utility(out_dir: str | Path, config: UtilityConfig | None = None,
             fraction_evaluate=cfg.fraction_evaluate, out_dir=run_dir, local_epochs=cfg.local_epochs,
             learning_rate=cfg.learning_rate, seed=cfg.seed, num_cpus=cfg.num_cpus, progress=False, model_blob=blob,
             server_config={"dp-mode": "server", "noise-multiplier": z, "clipping-norm": cfg.clipping_norm,
-                           "dp-delta": cfg.dp_delta},
+                           DP_DELTA_KEY: cfg.dp_delta},
         )
         rows.append(utility_row(z, cfg, result, time.perf_counter() - started))
         if not cfg.keep_devices:
