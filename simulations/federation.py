@@ -85,22 +85,57 @@ class FederationResult:
 
 
 # --- devices ------------------------------------------------------------------
-def prepare_devices(users: Mapping[str, Sequence[Event]], taxonomy: Taxonomy, devices_dir: Path) -> list[str]:
-    """One encrypted store per user, in partition order; returns the user ids in that order."""
-    from vane.client.app import SIM_KEY_FILE, sim_store_path
+def prepare_devices(users: Mapping[str, Sequence[Event]], taxonomy: Taxonomy, devices_dir: Path,
+                    workers: int = 1) -> list[str]:
+    """One encrypted store per user, in partition order; returns the user ids in that order.
+
+    Parameters
+    ----------
+    users : mapping of user id -> events
+    taxonomy : Taxonomy
+    devices_dir : path
+        Emptied first; gets ``store.key``, one ``user-NNNNN.store`` per user and ``partitions.json``.
+    workers : int, default 1
+        Processes recording the stores: 1 records them in this process, 0 uses one per CPU.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vane.client.app import SIM_KEY_FILE
     from vane.client.store import write_key_file
-    from vane.client.tracker import InterestTracker
 
     shutil.rmtree(devices_dir, ignore_errors=True)
     devices_dir.mkdir(parents=True)
-    key_file = devices_dir / SIM_KEY_FILE
-    write_key_file(key_file, os.urandom(32))
+    write_key_file(devices_dir / SIM_KEY_FILE, os.urandom(32))
     order = sorted(users)
-    for pid, uid in enumerate(order):
-        with InterestTracker.open(sim_store_path(devices_dir, pid), key_file=key_file, taxonomy=taxonomy) as tracker:
-            tracker.record_many(users[uid])
+    items = [(pid, users[uid]) for pid, uid in enumerate(order)]
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        done = _record_devices(str(devices_dir), taxonomy, items)
+    else:
+        size = max(1, len(items) // (workers * 4))
+        chunks = [[(pid, list(events)) for pid, events in items[i : i + size]] for i in range(0, len(items), size)]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = sum(pool.map(_record_devices, [str(devices_dir)] * len(chunks),
+                                [taxonomy.to_dict()] * len(chunks), chunks))
+    if done != len(order):
+        raise FederationError(f"prepared {done} of {len(order)} device stores")
     (devices_dir / "partitions.json").write_text(json.dumps(order), encoding="utf-8")
     return order
+
+
+def _record_devices(devices_dir: str, taxonomy: Taxonomy | dict[str, Any],
+                    chunk: Sequence[tuple[int, Sequence[Event]]]) -> int:
+    """Record each ``(partition, events)`` of ``chunk`` into its store; runs in a pool worker too."""
+    from vane.client.app import SIM_KEY_FILE, sim_store_path
+    from vane.client.tracker import InterestTracker
+
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else Taxonomy.from_dict(taxonomy)
+    key_file = Path(devices_dir) / SIM_KEY_FILE
+    for pid, events in chunk:
+        with InterestTracker.open(sim_store_path(devices_dir, pid), key_file=key_file, taxonomy=tax) as tracker:
+            tracker.record_many(events)
+    return len(chunk)
 
 
 # --- the run ------------------------------------------------------------------

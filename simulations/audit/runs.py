@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from vane.shared.protocol import (
@@ -36,6 +36,9 @@ from vane.simulations.audit.messages import Needles, check_messages, summarise_m
 from vane.simulations.audit.report import fmt, write_report
 from vane.simulations.federation import run_isolated
 from vane.simulations.mods import DropoutAfterKeySharing, MessageRecorder
+
+if TYPE_CHECKING:
+    from vane.simulations.synthetic import SyntheticPopulation
 
 
 @dataclass
@@ -78,6 +81,19 @@ class AuditConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def synthetic_setup(
+    users: int, seed: int, **spec_fields: int
+) -> tuple[SyntheticPopulation, Taxonomy, ModelSpec, bytes]:
+    """A synthetic population, its taxonomy, a spec for it (``spec_fields`` override defaults) and its export."""
+    from vane.server.model import export_training_model
+    from vane.simulations.synthetic import SyntheticPopulation
+
+    pop = SyntheticPopulation(users, seed=seed)
+    taxonomy = Taxonomy(pop.categories)
+    spec = ModelSpec(num_categories=len(taxonomy), **spec_fields)
+    return pop, taxonomy, spec, export_training_model(spec)
+
+
 def _load_captures(capture_dir: Path, n: int, pattern: str) -> list[np.ndarray | None]:
     out: list[np.ndarray | None] = []
     for pid in range(n):
@@ -110,17 +126,12 @@ def run_audit(out_dir: str | Path, config: AuditConfig | None = None,
     PrivacyLeakError
         When a message carried user data (after the report is written).
     """
-    from vane.server.model import export_training_model
-    from vane.simulations.synthetic import SyntheticPopulation
-
     cfg = config or AuditConfig()
     say = progress or (lambda *_: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pop = SyntheticPopulation(cfg.users, seed=cfg.seed)
-    taxonomy = Taxonomy(pop.categories)
-    spec = ModelSpec(num_categories=len(taxonomy), item_buckets=cfg.item_buckets, token_buckets=cfg.token_buckets)
-    blob = export_training_model(spec)
+    pop, taxonomy, spec, blob = synthetic_setup(cfg.users, cfg.seed, item_buckets=cfg.item_buckets,
+                                                token_buckets=cfg.token_buckets)
     needles = Needles.of(pop.users)
     order = sorted(pop.users)
     truths = client_truths(pop.users, order, spec, taxonomy)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from vane.shared.protocol import DP_DELTA_KEY, EPSILON_KEY, EPSILON_NO_AMPLIFICATION_KEY, NDCG10_KEY
-from vane.shared.spec import ModelSpec
-from vane.shared.taxonomy import Taxonomy
 from vane.simulations.audit.report import markdown_table
+from vane.simulations.audit.runs import synthetic_setup
 from vane.simulations.federation import FederationResult, run_isolated
 
 
@@ -72,17 +71,11 @@ def run_utility(out_dir: str | Path, config: UtilityConfig | None = None,
     :mod:`vane.server.privacy`). After each level, ``OUT/utility.json`` and ``OUT/utility.md`` hold
     the rows so far.
     """
-    from vane.server.model import export_training_model
-    from vane.simulations.synthetic import SyntheticPopulation
-
     cfg = config or UtilityConfig()
     say = progress or (lambda *_: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pop = SyntheticPopulation(cfg.users, seed=cfg.seed)
-    taxonomy = Taxonomy(pop.categories)
-    spec = ModelSpec(num_categories=len(taxonomy))
-    blob = export_training_model(spec)
+    pop, taxonomy, spec, blob = synthetic_setup(cfg.users, cfg.seed)
     rows: list[dict[str, Any]] = []
     for z in cfg.noise:
         say(f"utility run: {cfg.users} users, {cfg.rounds} rounds of {cfg.fraction:g} of them, noise multiplier {z}")

@@ -6,8 +6,9 @@ subprocess, because a second Flower simulation in one process was seen to hang
 case does not leak into the next. Inside that process:
 
 1. a :class:`~vane.simulations.synthetic.SyntheticPopulation` is generated;
-2. one encrypted store per user is prepared in a process pool (timed apart
-   from the run: it is set-up, not federation);
+2. one encrypted store per user is prepared in a process pool
+   (:func:`~vane.simulations.federation.prepare_devices` with ``workers``), timed
+   apart from the run: it is set-up, not federation;
 3. :func:`~vane.simulations.federation.run_federated` runs the real ServerApp and
    ClientApp over Ray, while :class:`~vane.simulations.bench.memory.ProcessTreeMemory` samples the RSS and PSS
    of the whole process tree (the driver and every Ray process) every 0.5 s.
@@ -38,8 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -76,53 +76,6 @@ class BenchCase:
         return f"u{self.users}-{'f16' if self.delta_float16 else 'f32'}"
 
 
-# --- device stores --------------------------------------------------------------
-def _prepare_chunk(devices_dir: str, taxonomy: dict[str, Any], chunk: list[tuple[int, list[Any]]]) -> int:
-    from vane.client.app import SIM_KEY_FILE, sim_store_path
-    from vane.client.tracker import InterestTracker
-    from vane.shared.taxonomy import Taxonomy
-
-    tax = Taxonomy.from_dict(taxonomy)
-    key_file = Path(devices_dir) / SIM_KEY_FILE
-    for pid, events in chunk:
-        with InterestTracker.open(sim_store_path(devices_dir, pid), key_file=key_file, taxonomy=tax) as tracker:
-            tracker.record_many(events)
-    return len(chunk)
-
-
-def prepare_devices_pooled(
-    users: Mapping[str, Sequence[Any]], taxonomy: Any, devices_dir: Path, workers: int = 0
-) -> list[str]:
-    """What :func:`vane.simulations.federation.prepare_devices` writes, built by a process pool.
-
-    Parameters
-    ----------
-    workers : int, default 0
-        Processes; 0 means one per CPU.
-    """
-    import multiprocessing
-    import shutil
-
-    from vane.client.app import SIM_KEY_FILE
-    from vane.client.store import write_key_file
-
-    shutil.rmtree(devices_dir, ignore_errors=True)
-    devices_dir.mkdir(parents=True)
-    write_key_file(devices_dir / SIM_KEY_FILE, os.urandom(32))
-    order = sorted(users)
-    workers = workers or os.cpu_count() or 1
-    items = [(pid, list(users[uid])) for pid, uid in enumerate(order)]
-    size = max(1, len(items) // (workers * 4))
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = sum(pool.map(_prepare_chunk, [str(devices_dir)] * len(chunks),
-                            [taxonomy.to_dict()] * len(chunks), chunks))
-    if done != len(order):
-        raise RuntimeError(f"prepared {done} of {len(order)} device stores")
-    (devices_dir / "partitions.json").write_text(json.dumps(order), encoding="utf-8")
-    return order
-
-
 # --- one case, in its own process ----------------------------------------------------
 def measure_case(case: BenchCase) -> dict[str, Any]:
     """Generate, prepare and run one case in this process; returns its figures."""
@@ -140,7 +93,7 @@ def measure_case(case: BenchCase) -> dict[str, Any]:
 
     started = time.perf_counter()
     with ProcessTreeMemory() as prep_memory:
-        order = prepare_devices_pooled(pop.users, taxonomy, out / "devices", case.prepare_workers)
+        order = federation.prepare_devices(pop.users, taxonomy, out / "devices", case.prepare_workers)
     figures["prepare_s"] = time.perf_counter() - started
     figures["prepare_peak_rss_mb"] = prep_memory.figures()["peak_rss_mb"]
 
