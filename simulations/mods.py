@@ -108,20 +108,20 @@ class MessageRecorder:
             findings += self._text(name, uplink)
             for key, arr in rec.items():
                 findings += self._text(key, uplink) + self._bytes(bytes(arr.data), uplink)
-        for name, rec in content.metric_records.items():
-            entry["metrics"][name] = dict(rec.items())
+        for name, metrics in content.metric_records.items():
+            entry["metrics"][name] = dict(metrics.items())
             findings += self._text(name, uplink)
-            for key, value in rec.items():
+            for key, value in metrics.items():
                 findings += self._text(key, uplink)
                 values = value if isinstance(value, list) else [value]
                 if self.needles is not None and any(self.needles.is_timestamp(float(v)) for v in values):
                     findings.append(f"<timestamp value in metric {key}>")
-        for name, rec in content.config_records.items():
-            entry["configs"][name] = {k: value_kind(v) for k, v in rec.items()}
+        for name, configs in content.config_records.items():
+            entry["configs"][name] = {k: value_kind(v) for k, v in configs.items()}
             findings += self._text(name, uplink)
-            for key, value in rec.items():
+            for key, config_value in configs.items():
                 findings += self._text(key, uplink)
-                for v in value if isinstance(value, list) else [value]:
+                for v in config_value if isinstance(config_value, list) else [config_value]:
                     if isinstance(v, str):
                         findings += self._text(v, uplink)
                     elif isinstance(v, bytes):
