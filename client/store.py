@@ -1,28 +1,10 @@
-"""The encrypted on-device event store.
+"""The encrypted on-device event store: :class:`EventStore`.
 
-One SQLite file in WAL mode holds a person's events and the client's state
-blobs. Every payload is sealed with AES-256-GCM under a fresh 96-bit nonce;
-the associated data binds it to this store, to its record kind and to its
-sequence number (or state slot), so a row moved, swapped or replayed under
-another id fails authentication. Only sequence numbers and opaque slot ids
-are stored in the clear.
-
-Layout::
-
-    meta(name TEXT PRIMARY KEY, value BLOB)     format, store_id, kdf, salt, scrypt n/r/p, key_check
-    events(seq INTEGER PRIMARY KEY AUTOINCREMENT, sealed BLOB)
-    state(slot BLOB PRIMARY KEY, sealed BLOB)   slot = HMAC-SHA256(mac_key, name)
-
-    sealed = 0x01 || nonce(12) || ciphertext || tag(16)
-    AD     = b"vane-store/1" || store_id(16) || kind(1) || id     kind E: seq (8 bytes BE), S: slot, K: empty
-
-The 32-byte master key comes from a key file, a passphrase (scrypt) or the
-caller; HKDF-SHA256 (salt = store_id) splits it into the AES key and the
-slot-naming HMAC key.
-
-Key file format: 64 lowercase hex characters and a newline (32 random bytes),
-created with mode 0600. Reading also accepts exactly 32 raw bytes. A key file
-readable by group or others is refused.
+One SQLite file in WAL mode (:mod:`vane.client.store_file`) holds a person's events and the
+client's state blobs. Every payload is sealed with AES-256-GCM bound to this store, to its record
+kind and to its sequence number or state slot (:mod:`vane.client.sealing`), under a master key from
+a key file, a passphrase or the caller (:mod:`vane.client.keys`). Only sequence numbers and opaque
+slot ids are stored in the clear.
 
 Every authentication failure -- wrong key, a flipped byte, a moved row, a
 truncated or corrupt file -- raises one :class:`StoreIntegrityError` with one
@@ -33,14 +15,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
 import sqlite3
-import stat
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -49,224 +27,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from vane.shared.errors import KeyFileError, StoreError, StoreIntegrityError
+from vane.client.keys import (
+    DEFAULT_SCRYPT_PARAMS,
+    RandomBytes,
+    check_one_source,
+    key_from_file,
+    key_meta,
+    read_key_file,
+    write_key_file,
+)
+from vane.client.retention import beyond_retention, check_retention, forgotten, to_unix
+from vane.client.sealing import FORMAT, Sealer, new_store_meta, sealer_from_meta
+from vane.client.store_file import check_file_length, connect, create_schema, opaque, write_private
+from vane.shared.errors import StoreError, StoreIntegrityError
 from vane.shared.events import Event
 
 __all__ = ["DEFAULT_SCRYPT_PARAMS", "EventStore", "read_key_file", "write_key_file"]
 
 logger = logging.getLogger("vane.client")
 
-FORMAT = b"vane-store/1"
-KEY_LEN = 32
-NONCE_LEN = 12
-TAG_LEN = 16
-STORE_ID_LEN = 16
-SALT_LEN = 16
-_VERSION = b"\x01"
-_KEY_CHECK = b"vane-store key check v1"
-#: scrypt cost (n, r, p) for new passphrase stores: about 32 MiB and 0.1 s.
-DEFAULT_SCRYPT_PARAMS: tuple[int, int, int] = (2**15, 8, 1)
-# Upper bounds for parameters read back from a (possibly tampered) file.
-_MAX_SCRYPT = (2**20, 32, 16)
-
-_SCHEMA = """
-CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, sealed BLOB NOT NULL);
-CREATE TABLE state (slot BLOB PRIMARY KEY, sealed BLOB NOT NULL);
-"""
-
 Clock = Callable[[], float]
-RandomBytes = Callable[[int], bytes]
-
-
-# --------------------------------------------------------------------------- key files
-
-
-def write_key_file(path: str | os.PathLike[str], key: bytes) -> None:
-    """Create a new key file holding ``key`` as hex, with mode 0600.
-
-    Raises
-    ------
-    KeyFileError
-        If the file already exists or cannot be created.
-    """
-    if len(key) != KEY_LEN:
-        raise ValueError(f"key must be {KEY_LEN} bytes, got {len(key)}")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise KeyFileError(f"cannot create key file {os.fspath(path)!r}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.hex().encode("ascii") + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def read_key_file(path: str | os.PathLike[str]) -> bytes:
-    """Read a 32-byte key from a key file that only its owner can read.
-
-    Raises
-    ------
-    KeyFileError
-        If the file is missing, is not a regular file, is readable by group or
-        others, or does not hold 64 hex characters (or 32 raw bytes).
-    """
-    name = os.fspath(path)
-    try:
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise KeyFileError(f"cannot open key file {name!r}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"key file {name!r} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if os.name == "posix" and mode & 0o077:
-            raise KeyFileError(
-                f"key file {name!r} has mode {mode:#o}, so other users can read it; "
-                f"restrict it with `chmod 600 {name}`"
-            )
-        data = fh.read(4096)
-    if len(data) == KEY_LEN:
-        return data
-    text = data.strip()
-    if len(text) == 2 * KEY_LEN:
-        try:
-            return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
-    raise KeyFileError(f"key file {name!r} must hold {2 * KEY_LEN} hex characters or {KEY_LEN} raw bytes")
-
-
-def _key_from_file(path: str | os.PathLike[str], random: RandomBytes, create: bool) -> bytes:
-    if create and not os.path.lexists(path):
-        key = random(KEY_LEN)
-        write_key_file(path, key)
-        logger.info("created key file %s", os.fspath(path))
-        return key
-    return read_key_file(path)
-
-
-def _scrypt(passphrase: str | bytes, salt: bytes, params: tuple[int, int, int]) -> bytes:
-    secret = passphrase.encode("utf-8") if isinstance(passphrase, str) else passphrase
-    n, r, p = params
-    return Scrypt(salt=salt, length=KEY_LEN, n=n, r=r, p=p).derive(secret)
-
-
-def _check_one_source(key_file: object, passphrase: object, key: object, prefix: str = "") -> None:
-    given = [name for name, value in ((f"{prefix}key_file", key_file), (f"{prefix}passphrase", passphrase),
-                                      (f"{prefix}key", key)) if value is not None]
-    if len(given) != 1:
-        raise ValueError(
-            f"give exactly one of {prefix}key_file, {prefix}passphrase or {prefix}key; got "
-            f"{', '.join(given) or 'none'}"
-        )
-    if passphrase is not None and (not isinstance(passphrase, (str, bytes)) or not passphrase):
-        raise ValueError(f"{prefix}passphrase must be a non-empty str or bytes")
-    if key is not None and (not isinstance(key, bytes) or len(key) != KEY_LEN):
-        raise ValueError(f"{prefix}key must be {KEY_LEN} bytes, got {type(key).__name__} "
-                         f"of length {len(key) if isinstance(key, bytes) else 'n/a'}")
-
-
-# --------------------------------------------------------------------------- sealing
-
-
-class _Sealer:
-    """AES-256-GCM under keys derived from one master key and the store id."""
-
-    def __init__(self, master: bytes, store_id: bytes, random: RandomBytes) -> None:
-        okm = HKDF(algorithm=hashes.SHA256(), length=2 * KEY_LEN, salt=store_id, info=FORMAT).derive(master)
-        self._aead = AESGCM(okm[:KEY_LEN])
-        self._mac_key = okm[KEY_LEN:]
-        self._prefix = FORMAT + store_id
-        self._random = random
-
-    def ad(self, kind: bytes, ident: bytes) -> bytes:
-        return self._prefix + kind + ident
-
-    def slot(self, name: str) -> bytes:
-        return hmac.new(self._mac_key, name.encode("utf-8"), hashlib.sha256).digest()
-
-    def seal(self, plaintext: bytes, ad: bytes) -> bytes:
-        nonce = self._random(NONCE_LEN)
-        if len(nonce) != NONCE_LEN:
-            raise ValueError(f"random source returned {len(nonce)} bytes, expected {NONCE_LEN}")
-        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, _VERSION + ad)
-
-    def open(self, sealed: object, ad: bytes) -> bytes:
-        # AESGCM.decrypt checks the tag before it releases any plaintext.
-        if not isinstance(sealed, bytes) or len(sealed) < 1 + NONCE_LEN + TAG_LEN or sealed[:1] != _VERSION:
-            raise StoreIntegrityError()
-        try:
-            return self._aead.decrypt(sealed[1:1 + NONCE_LEN], sealed[1 + NONCE_LEN:], _VERSION + ad)
-        except InvalidTag:
-            raise StoreIntegrityError() from None
-
-
-def _seq_id(seq: int) -> bytes:
-    return struct.pack(">Q", seq)
-
-
-def _pack_state(name: str, blob: bytes) -> bytes:
-    raw = name.encode("utf-8")
-    return struct.pack(">H", len(raw)) + raw + blob
-
-
-def _unpack_state(plain: bytes) -> tuple[str, bytes]:
-    (size,) = struct.unpack(">H", plain[:2])
-    return plain[2:2 + size].decode("utf-8"), plain[2 + size:]
-
-
-@contextlib.contextmanager
-def _opaque() -> Iterator[None]:
-    """Turn every storage or decoding failure into the one opaque error."""
-    try:
-        yield
-    except StoreIntegrityError:
-        raise
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise StoreError("the store is locked by another process; close it there and retry") from None
-        raise StoreIntegrityError() from None
-    except (sqlite3.DatabaseError, InvalidTag, ValueError, KeyError, TypeError, struct.error):
-        raise StoreIntegrityError() from None
-
-
-def _check_file_length(path: Path) -> None:
-    """Refuse a main database file shorter than its header says (a truncated file)."""
-    with open(path, "rb") as fh:
-        header = fh.read(100)
-        size = os.fstat(fh.fileno()).st_size
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        raise StoreIntegrityError()
-    page_size = struct.unpack(">H", header[16:18])[0]
-    page_size = 65536 if page_size == 1 else page_size
-    pages = struct.unpack(">I", header[28:32])[0]
-    wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        # A process killed mid-checkpoint leaves the header ahead of the file; SQLite's WAL
-        # recovery completes it, and quick_check plus the key check still run after opening.
-        return
-    if size < page_size * pages or size % page_size:
-        raise StoreIntegrityError()
-
-
-def _to_unix(value: datetime | float | int, field: str) -> float:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"{field} must be timezone-aware, got naive datetime {value!r}")
-        return value.timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise TypeError(f"{field} must be an aware datetime or Unix seconds, got {type(value).__name__}")
-
-
-# --------------------------------------------------------------------------- the store
 
 
 class EventStore:
@@ -275,7 +55,7 @@ class EventStore:
     Build one with :meth:`open`. All methods are thread-safe.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, store_id: bytes, sealer: _Sealer,
+    def __init__(self, conn: sqlite3.Connection, path: Path, store_id: bytes, sealer: Sealer,
                  clock: Clock, random: RandomBytes, scrypt_params: tuple[int, int, int]) -> None:
         self._conn: sqlite3.Connection | None = conn
         self._path = path
@@ -340,86 +120,31 @@ class EventStore:
         ValueError
             Not exactly one key source, or a bad argument.
         """
-        _check_one_source(key_file, passphrase, key)
+        check_one_source(key_file, passphrase, key)
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         db_path = Path(path)
         exists = db_path.exists()
         master = key
         if key_file is not None:
-            master = _key_from_file(key_file, random, create=not exists)
+            master = key_from_file(key_file, random, create=not exists)
         if exists:
-            _check_file_length(db_path)
-        conn = cls._connect(db_path, synchronous.upper())
+            check_file_length(db_path)
+        conn = connect(db_path, synchronous.upper())
         try:
-            with _opaque():
+            with opaque():
                 if exists:
                     if check_file and conn.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
                         raise StoreIntegrityError()
-                    store_id, sealer = cls._load(conn, master, passphrase, random)
+                    meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+                    store_id, sealer = sealer_from_meta(meta, master, passphrase, random)
                 else:
-                    store_id, sealer = cls._create(conn, master, passphrase, random, scrypt_params)
+                    meta, store_id, sealer = new_store_meta(master, passphrase, random, scrypt_params)
+                    create_schema(conn, meta)
         except BaseException:
             conn.close()
             raise
         return cls(conn, db_path, store_id, sealer, clock, random, scrypt_params)
-
-    @staticmethod
-    def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-        with _opaque():
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
-            try:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise StoreError(f"SQLite refused WAL mode for {str(path)!r} (got {mode!r})")
-                conn.execute("PRAGMA secure_delete=ON")
-                conn.execute(f"PRAGMA synchronous={synchronous}")
-                conn.execute("PRAGMA foreign_keys=OFF")
-            except BaseException:
-                conn.close()
-                raise
-        return conn
-
-    @staticmethod
-    def _create(conn: sqlite3.Connection, master: bytes | None, passphrase: str | bytes | None,
-                random: RandomBytes, scrypt_params: tuple[int, int, int]) -> tuple[bytes, _Sealer]:
-        store_id = random(STORE_ID_LEN)
-        meta, master = _key_meta(master, passphrase, random, scrypt_params)
-        sealer = _Sealer(master, store_id, random)
-        meta.update(format=FORMAT, store_id=store_id, key_check=sealer.seal(_KEY_CHECK, sealer.ad(b"K", b"")))
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.executemany("INSERT INTO meta(name, value) VALUES (?, ?)", sorted(meta.items()))
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return store_id, sealer
-
-    @staticmethod
-    def _load(conn: sqlite3.Connection, master: bytes | None, passphrase: str | bytes | None,
-              random: RandomBytes) -> tuple[bytes, _Sealer]:
-        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        if meta.get("format") != FORMAT:
-            raise StoreIntegrityError()
-        store_id = meta["store_id"]
-        if not isinstance(store_id, bytes) or len(store_id) != STORE_ID_LEN:
-            raise StoreIntegrityError()
-        kdf = meta.get("kdf")
-        if passphrase is not None:
-            if kdf != b"scrypt":
-                raise StoreIntegrityError()
-            master = _scrypt(passphrase, meta["salt"], _scrypt_meta(meta))
-        elif kdf != b"raw" or master is None:
-            raise StoreIntegrityError()
-        sealer = _Sealer(master, store_id, random)
-        if sealer.open(meta["key_check"], sealer.ad(b"K", b"")) != _KEY_CHECK:
-            raise StoreIntegrityError()
-        return store_id, sealer
 
     # ---- plumbing
 
@@ -445,29 +170,20 @@ class EventStore:
             raise
         conn.execute("COMMIT")
 
-    def _seal_event(self, seq: int, event: Event) -> bytes:
-        return self._sealer.seal(_event_payload(event), self._sealer.ad(b"E", _seq_id(seq)))
-
-    def _open_event(self, seq: int, sealed: object) -> Event:
-        plain = self._sealer.open(sealed, self._sealer.ad(b"E", _seq_id(seq)))
-        return _event_from_payload(plain)
-
     def _read_events(self, since_seq: int = 0, limit: int | None = None) -> list[tuple[int, Event]]:
         # Fetch every row first and decrypt all of them: any failure raises before anything is returned.
-        with _opaque():
+        with opaque():
             rows = self._db().execute(
                 "SELECT seq, sealed FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (since_seq, -1 if limit is None else limit),
             ).fetchall()
-            return [(seq, self._open_event(seq, sealed)) for seq, sealed in rows]
+            return [(seq, self._sealer.open_event(seq, sealed)) for seq, sealed in rows]
 
     def _read_states(self) -> dict[str, bytes]:
-        with _opaque():
+        with opaque():
             out: dict[str, bytes] = {}
             for slot, sealed in self._db().execute("SELECT slot, sealed FROM state").fetchall():
-                name, blob = _unpack_state(self._sealer.open(sealed, self._sealer.ad(b"S", slot)))
-                if not hmac.compare_digest(self._sealer.slot(name), slot):
-                    raise StoreIntegrityError()
+                name, blob = self._sealer.open_state(slot, sealed)
                 out[name] = blob
             return out
 
@@ -488,7 +204,7 @@ class EventStore:
     def _delete(self, seqs: list[int]) -> int:
         if not seqs:
             return 0
-        with self._lock, _opaque():
+        with self._lock, opaque():
             with self._transaction() as conn:
                 conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
             self._scrub_wal()
@@ -504,10 +220,11 @@ class EventStore:
     def append(self, event: Event) -> int:
         """Store one event durably and return its sequence number."""
         event = self._check_event(event, "append()")
-        with self._lock, _opaque():
+        with self._lock, opaque():
             with self._transaction() as conn:
                 seq = self._next_seq(conn)
-                conn.execute("INSERT INTO events(seq, sealed) VALUES (?, ?)", (seq, self._seal_event(seq, event)))
+                sealed = self._sealer.seal_event(seq, event)
+                conn.execute("INSERT INTO events(seq, sealed) VALUES (?, ?)", (seq, sealed))
         return seq
 
     def append_many(self, events: Iterable[Event]) -> list[int]:
@@ -515,13 +232,13 @@ class EventStore:
         batch = [self._check_event(e, f"append_many() item {i}") for i, e in enumerate(events)]
         if not batch:
             return []
-        with self._lock, _opaque():
+        with self._lock, opaque():
             with self._transaction() as conn:
                 first = self._next_seq(conn)
                 seqs = list(range(first, first + len(batch)))
                 conn.executemany(
                     "INSERT INTO events(seq, sealed) VALUES (?, ?)",
-                    [(seq, self._seal_event(seq, e)) for seq, e in zip(seqs, batch, strict=True)],
+                    [(seq, self._sealer.seal_event(seq, e)) for seq, e in zip(seqs, batch, strict=True)],
                 )
         return seqs
 
@@ -534,12 +251,12 @@ class EventStore:
 
     def count(self) -> int:
         """How many events are stored."""
-        with self._lock, _opaque():
+        with self._lock, opaque():
             return int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
 
     def last_seq(self) -> int:
         """The highest stored sequence number, 0 when empty."""
-        with self._lock, _opaque():
+        with self._lock, opaque():
             return int(self._db().execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     # ---- state blobs
@@ -550,27 +267,24 @@ class EventStore:
             raise ValueError(f"state name must be a non-empty str of at most 1024 bytes, got {name!r}")
         if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise TypeError(f"state blob must be bytes, got {type(blob).__name__}")
-        with self._lock, _opaque():
-            slot = self._sealer.slot(name)
-            sealed = self._sealer.seal(_pack_state(name, bytes(blob)), self._sealer.ad(b"S", slot))
+        with self._lock, opaque():
+            slot, sealed = self._sealer.seal_state(name, bytes(blob))
             with self._transaction() as conn:
                 conn.execute("INSERT OR REPLACE INTO state(slot, sealed) VALUES (?, ?)", (slot, sealed))
 
     def get_state(self, name: str) -> bytes | None:
         """The state blob called ``name``, or None if there is none."""
-        with self._lock, _opaque():
+        with self._lock, opaque():
             slot = self._sealer.slot(name)
             row = self._db().execute("SELECT sealed FROM state WHERE slot = ?", (slot,)).fetchone()
             if row is None:
                 return None
-            stored, blob = _unpack_state(self._sealer.open(row[0], self._sealer.ad(b"S", slot)))
-            if stored != name:
-                raise StoreIntegrityError()
+            _, blob = self._sealer.open_state(slot, row[0])
             return blob
 
     def delete_state(self, name: str) -> bool:
         """Delete the state blob called ``name`` for good; True if there was one."""
-        with self._lock, _opaque():
+        with self._lock, opaque():
             with self._transaction() as conn:
                 gone = conn.execute("DELETE FROM state WHERE slot = ?", (self._sealer.slot(name),)).rowcount
             self._scrub_wal()
@@ -597,17 +311,15 @@ class EventStore:
         """
         if item_id is None and before is None and not everything:
             raise ValueError("forget() needs item_id=, before= or everything=True; refusing to guess")
-        cutoff = None if before is None else _to_unix(before, "before")
+        cutoff = None if before is None else to_unix(before, "before")
         with self._lock:
             if everything:
-                with _opaque():
+                with opaque():
                     with self._transaction() as conn:
                         gone = conn.execute("DELETE FROM events").rowcount
                     self._scrub_wal()
                 return int(gone)
-            doomed = [seq for seq, e in self._read_events()
-                      if e.item_id == item_id or (cutoff is not None and e.unix_time < cutoff)]
-            return self._delete(doomed)
+            return self._delete(forgotten(self._read_events(), item_id, cutoff))
 
     def apply_retention(self, max_age_days: float | None = None, max_events: int | None = None,
                         now: datetime | float | None = None) -> int:
@@ -615,21 +327,10 @@ class EventStore:
 
         ``now`` defaults to the store's clock. Returns how many events were deleted.
         """
-        if max_age_days is not None and (not isinstance(max_age_days, (int, float)) or max_age_days < 0):
-            raise ValueError(f"max_age_days must be None or a number >= 0, got {max_age_days!r}")
-        if max_events is not None and (isinstance(max_events, bool) or not isinstance(max_events, int)
-                                       or max_events < 0):
-            raise ValueError(f"max_events must be None or an int >= 0, got {max_events!r}")
-        current = self._clock() if now is None else _to_unix(now, "now")
+        check_retention(max_age_days, max_events)
+        current = self._clock() if now is None else to_unix(now, "now")
         with self._lock:
-            stored = self._read_events()
-            doomed: set[int] = set()
-            if max_age_days is not None:
-                cutoff = current - max_age_days * 86400.0
-                doomed.update(seq for seq, e in stored if e.unix_time < cutoff)
-            if max_events is not None and len(stored) > max_events:
-                doomed.update(seq for seq, _ in stored[: len(stored) - max_events])
-            return self._delete(sorted(doomed))
+            return self._delete(beyond_retention(self._read_events(), max_age_days, max_events, current))
 
     # ---- export
 
@@ -652,7 +353,7 @@ class EventStore:
                        for name, blob in sorted(states.items())},
         }
         if path is not None:
-            _write_private(Path(path), json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
+            write_private(Path(path), json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
         return data
 
     # ---- keys
@@ -664,29 +365,27 @@ class EventStore:
         ``new_key_file`` is created (mode 0600) if it does not exist. On any
         error nothing changes and the old key stays valid.
         """
-        _check_one_source(new_key_file, new_passphrase, new_key, prefix="new_")
+        check_one_source(new_key_file, new_passphrase, new_key, prefix="new_")
         master = new_key
         if new_key_file is not None:
-            master = _key_from_file(new_key_file, self._random, create=True)
-        meta, master = _key_meta(master, new_passphrase, self._random, self._scrypt_params)
-        new = _Sealer(master, self._store_id, self._random)
-        meta["key_check"] = new.seal(_KEY_CHECK, new.ad(b"K", b""))
+            master = key_from_file(new_key_file, self._random, create=True)
+        meta, master = key_meta(master, new_passphrase, self._random, self._scrypt_params)
+        new = Sealer(master, self._store_id, self._random)
+        meta["key_check"] = new.key_check()
         with self._lock:
             stored = self._read_events()
             states = self._read_states()
-            with _opaque():
+            with opaque():
                 with self._transaction() as conn:
                     conn.execute("DELETE FROM meta WHERE name IN ('kdf', 'salt', 'scrypt_n', 'scrypt_r', 'scrypt_p')")
                     conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", sorted(meta.items()))
                     conn.executemany(
                         "UPDATE events SET sealed = ? WHERE seq = ?",
-                        [(new.seal(_event_payload(e), new.ad(b"E", _seq_id(seq))), seq) for seq, e in stored],
+                        [(new.seal_event(seq, e), seq) for seq, e in stored],
                     )
                     conn.execute("DELETE FROM state")
                     for name, blob in states.items():
-                        slot = new.slot(name)
-                        conn.execute("INSERT INTO state(slot, sealed) VALUES (?, ?)",
-                                     (slot, new.seal(_pack_state(name, blob), new.ad(b"S", slot))))
+                        conn.execute("INSERT INTO state(slot, sealed) VALUES (?, ?)", new.seal_state(name, blob))
                 self._sealer = new
                 self._scrub_wal()
 
@@ -715,67 +414,3 @@ class EventStore:
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else "open"
         return f"EventStore({str(self._path)!r}, {state})"
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _event_payload(event: Event) -> bytes:
-    return _ENCODER.encode(event.to_dict()).encode("utf-8")
-
-
-def _event_from_payload(plain: bytes) -> Event:
-    # The payload passed authentication, so it is what append() wrote from a validated Event:
-    # rebuild it directly instead of re-validating every field (about 3x faster to read).
-    d = json.loads(plain)
-    ts = datetime.fromisoformat(d["timestamp"])
-    if ts.tzinfo is None or not isinstance(d["item_id"], str) or not isinstance(d["categories"], list):
-        raise ValueError("malformed payload")
-    dwell = d["dwell_s"]
-    return Event(d["item_id"], tuple(d["categories"]), ts, d["kind"], d["title"],
-                 None if dwell is None else float(dwell))
-
-
-def _key_meta(master: bytes | None, passphrase: str | bytes | None, random: RandomBytes,
-              scrypt_params: tuple[int, int, int]) -> tuple[dict[str, Any], bytes]:
-    """The meta rows describing a key source, and the master key itself."""
-    if passphrase is None:
-        if master is None:
-            raise ValueError("no key given")
-        return {"kdf": b"raw"}, master
-    _validate_scrypt(scrypt_params)
-    salt = random(SALT_LEN)
-    n, r, p = scrypt_params
-    meta = {"kdf": b"scrypt", "salt": salt, "scrypt_n": n, "scrypt_r": r, "scrypt_p": p}
-    return meta, _scrypt(passphrase, salt, scrypt_params)
-
-
-def _validate_scrypt(params: tuple[int, int, int]) -> None:
-    n, r, p = params
-    ok = (all(isinstance(v, int) and not isinstance(v, bool) for v in params) and n >= 2 and n & (n - 1) == 0
-          and 1 <= r and 1 <= p and n <= _MAX_SCRYPT[0] and r <= _MAX_SCRYPT[1] and p <= _MAX_SCRYPT[2])
-    if not ok:
-        raise ValueError(f"scrypt_params must be (n, r, p) with n a power of two <= {_MAX_SCRYPT[0]}, "
-                         f"1 <= r <= {_MAX_SCRYPT[1]}, 1 <= p <= {_MAX_SCRYPT[2]}; got {params!r}")
-
-
-def _scrypt_meta(meta: dict[str, Any]) -> tuple[int, int, int]:
-    params = (meta["scrypt_n"], meta["scrypt_r"], meta["scrypt_p"])
-    _validate_scrypt(params)  # a tampered value becomes the opaque error via _opaque()
-    return params
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable only by the owner."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
