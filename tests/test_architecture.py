@@ -10,6 +10,7 @@ imports, and ``importlib.import_module("vane…")`` / ``__import__("vane…")`` 
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,3 +155,18 @@ def test_no_library_module_is_over_400_lines() -> None:
     }
     oversized = {name: lines for name, lines in sorted(sizes.items()) if lines > MAX_MODULE_LINES}
     assert oversized == {}, f"modules over {MAX_MODULE_LINES} lines: {oversized}"
+
+
+def test_importing_every_client_and_shared_module_loads_no_tensorflow() -> None:
+    """The static check's runtime twin: nothing the device SDK imports pulls TensorFlow in, transitively."""
+    modules = [module_name(path) for package in ("shared", "client") for path in library_files(package)]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(sorted(m for m in {sorted(NOT_ON_THE_DEVICE)!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
