@@ -95,8 +95,9 @@ def cache_key(spec: ModelSpec) -> str:
     """A hash of everything that decides the exported bytes of a fresh model of ``spec``."""
     digest = hashlib.sha256()
     digest.update(f"{spec.hash}\n{_tensorflow_version()}\n".encode())
-    for path in [*source_closure(EXPORTER), BUILDER]:
+    for path in source_closure(EXPORTER):
         digest.update(path.relative_to(REPO).as_posix().encode() + b"\n" + path.read_bytes())
+    digest.update(BUILDER.read_bytes())
     return f"{spec.hash}-{digest.hexdigest()[:16]}"
 
 
