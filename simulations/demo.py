@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vane.simulations.collector import CATEGORY_METRICS as METRICS
+
 DEMO_METHODS = ("popularity", "decayed-frequency", "repeat-last", "markov", "federated-lstm")
-METRICS = ("hr@1", "hr@5", "hr@10", "ndcg@10", "mrr")
 
 
 def _quiet_frameworks() -> None:
