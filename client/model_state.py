@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from vane.client.runtime import LiteModel
+from vane.shared.errors import ConfigError
 from vane.shared.events import Event
 from vane.shared.features import Featurizer
 
@@ -42,6 +43,19 @@ class ModelState:
         self.interest: np.ndarray | None = None
         self.intensity: np.ndarray | None = None
         self.stale = False
+
+    def require_model(self) -> LiteModel:
+        """The model; raises :class:`ConfigError` when there is none."""
+        if self.model is None:
+            raise ConfigError("this tracker has no model: open it with model=... or call install_model()")
+        return self.model
+
+    def install(self, model: LiteModel, featurizer: Featurizer, same_taxonomy: bool) -> None:
+        """Swap in ``model``; the state carries over only with the same spec and taxonomy, else it is stale."""
+        compatible = self.model is not None and self.model.spec.hash == model.spec.hash and same_taxonomy
+        self.model, self.featurizer = model, featurizer
+        if not compatible:
+            self.mark_stale()
 
     def mark_stale(self) -> None:
         """The state must be rebuilt (no-op without a model)."""

@@ -27,43 +27,39 @@ state), :class:`~vane.client.predictor.NextInterestPredictor` and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vane.client.answers import Prediction, Recommendation
 from vane.client.model_state import ModelState
+from vane.client.persistence import ModelSource, TaxonomySource, TrackerSlots, choose_model
 from vane.client.personal import PersonalState
 from vane.client.predictor import Candidate, Mix, NextInterestPredictor
 from vane.client.profile import InterestProfile
 from vane.client.runtime import LiteModel
 from vane.client.shifts import Shift
 from vane.client.store import EventStore
+from vane.client.tracker_state import TrackerState
 from vane.client.training import TrainResult, evaluate_local, holdout_size, train_local
-from vane.shared.blend import MIX_FIELDS
-from vane.shared.errors import ConfigError, EventValidationError, SpecMismatchError, TaxonomyError
+from vane.shared.errors import ConfigError, EventValidationError, TaxonomyError
 from vane.shared.events import DUPLICATE_WINDOW_S, Event, dedupe, is_duplicate
 from vane.shared.features import Featurizer
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
 
+if TYPE_CHECKING:
+    from vane.client.history import ImportSummary
+
 __all__ = ["DUPLICATE_WINDOW_S", "InterestTracker", "Mix", "Prediction", "Recommendation", "TrainResult"]
 
 log = logging.getLogger("vane.client")
-
-_STATE = "tracker/state"
-_MODEL = "tracker/model"
-_MODEL_VERSION = "tracker/model-version"
-_WEIGHTS = "tracker/weights"
-_TAXONOMY = "tracker/taxonomy"
-_MIX = "tracker/mix"
 
 
 def _as_event(event: Event | Mapping[str, Any]) -> Event:
@@ -84,6 +80,7 @@ class InterestTracker:
                  model_version: str | None, half_life_s: float, mix: Mix,
                  detector_config: Mapping[str, float]) -> None:
         self._store = store
+        self._slots = TrackerSlots(store)
         self._taxonomy = taxonomy
         self._model_version = model_version
         self._half_life_s = half_life_s
@@ -93,11 +90,7 @@ class InterestTracker:
         self._lock = threading.RLock()
         featurizer = Featurizer(model.spec, taxonomy) if model is not None and taxonomy is not None else None
         self._lstm = ModelState(model, featurizer)
-        self._personal = self.new_personal_state()
-        self._unsaved = 0
-        # The saved state is a cache: events after it are replayed exactly on open, so saving
-        # it rarely keeps record() fast at the cost of a short catch-up after a crash.
-        self.persist_every = 128
+        self._state = TrackerState(store, self.new_personal_state, self._lstm)
 
     # ---- opening --------------------------------------------------------------------------------
 
@@ -109,8 +102,8 @@ class InterestTracker:
         key_file: str | os.PathLike[str] | None = None,
         passphrase: str | bytes | None = None,
         key: bytes | None = None,
-        model: bytes | str | os.PathLike[str] | None = None,
-        taxonomy: Taxonomy | str | os.PathLike[str] | None = None,
+        model: ModelSource | None = None,
+        taxonomy: TaxonomySource | None = None,
         model_version: str | None = None,
         half_life_days: float = 7.0,
         mix: Mix | None = None,
@@ -150,50 +143,19 @@ class InterestTracker:
             raise
 
     @classmethod
-    def _from_store(cls, store: EventStore, model: bytes | str | os.PathLike[str] | None,
-                    taxonomy: Taxonomy | str | os.PathLike[str] | None, model_version: str | None,
-                    half_life_s: float, mix: Mix | None, detector_config: Mapping[str, float]) -> InterestTracker:
-        tax = cls._resolve_taxonomy(store, taxonomy)
-        blob: bytes | None
-        if model is None:
-            blob = store.get_state(_MODEL)
-            stored_version = store.get_state(_MODEL_VERSION)
-            model_version = stored_version.decode() if stored_version else None
-        else:
-            blob = model if isinstance(model, bytes) else Path(model).read_bytes()
-            model_version = model_version or hashlib.sha256(blob).hexdigest()[:12]
-        lite = LiteModel.from_bytes(blob) if blob is not None else None
-        if lite is not None and tax is None:
-            raise TaxonomyError("a model needs its taxonomy: pass taxonomy=... (the one the model was trained with)")
-        if lite is not None and tax is not None and len(tax) != lite.spec.num_categories:
-            raise SpecMismatchError(
-                f"taxonomy has {len(tax)} categories but the model expects {lite.spec.num_categories}"
-            )
-        stored_mix = store.get_state(_MIX)
-        chosen = mix or (Mix.of(json.loads(stored_mix)) if stored_mix else Mix())
-        tracker = cls(store, tax, lite, model_version, half_life_s, chosen, detector_config)
+    def _from_store(cls, store: EventStore, model: ModelSource | None, taxonomy: TaxonomySource | None,
+                    model_version: str | None, half_life_s: float, mix: Mix | None,
+                    detector_config: Mapping[str, float]) -> InterestTracker:
+        slots = TrackerSlots(store)
+        lite, blob, model_version, tax = choose_model(slots, model, taxonomy, model_version)
+        tracker = cls(store, tax, lite, model_version, half_life_s, mix or slots.mix() or Mix(), detector_config)
         tracker._mix_explicit = mix is not None
         if tax is not None and taxonomy is not None:
-            store.put_state(_TAXONOMY, json.dumps(tax.to_dict()).encode())
+            slots.save_taxonomy(tax)
         if model is not None and blob is not None:
-            tracker._persist_model(blob)
-        elif lite is not None:
-            stored = store.get_state(_WEIGHTS)
-            if stored is not None:
-                weights = Weights.from_bytes(stored)
-                if weights.spec_hash == lite.spec.hash:
-                    lite.set_weights(weights)
-        tracker._load_state(fresh_model=model is not None)
+            slots.save_model(blob, model_version)
+        tracker._state.load(model_version, fresh_model=model is not None)
         return tracker
-
-    @staticmethod
-    def _resolve_taxonomy(store: EventStore, taxonomy: Taxonomy | str | os.PathLike[str] | None) -> Taxonomy | None:
-        if isinstance(taxonomy, Taxonomy):
-            return taxonomy
-        if taxonomy is not None:
-            return Taxonomy.load(taxonomy)
-        stored = store.get_state(_TAXONOMY)
-        return Taxonomy.from_dict(json.loads(stored)) if stored else None
 
     def new_personal_state(self) -> PersonalState:
         """An empty :class:`PersonalState` with this tracker's half-life and shift-detector settings.
@@ -202,27 +164,6 @@ class InterestTracker:
         the answers the tracker would have given after those events (the evaluation does this).
         """
         return PersonalState.new(self._half_life_s, self._detector_config)
-
-    def _load_state(self, fresh_model: bool) -> None:
-        raw = self._store.get_state(_STATE)
-        state = json.loads(raw) if raw else None
-        if state is not None:
-            self._personal = PersonalState.from_dict(state["personal"])
-            if self._personal.last_event is None and self._personal.last_seq > 0:
-                # Saved before the state kept its last event: read it back from the store.
-                found = self._store.events(since_seq=self._personal.last_seq - 1, limit=1)
-                if found and found[0][0] == self._personal.last_seq:
-                    self._personal.last_event = found[0][1]
-            same_model = state.get("model_version") == self._model_version and not fresh_model
-            if not (same_model and self._lstm.restore(state)):
-                self._lstm.mark_stale()
-        behind = self._store.events(since_seq=self._personal.last_seq)
-        if behind and self._lstm.h is None:
-            self._lstm.mark_stale()
-        for seq, event in behind:  # catch up on events stored after the last saved state
-            self._advance(seq, event)
-        if behind:
-            self._save_state()
 
     # ---- properties -----------------------------------------------------------------------------
 
@@ -264,7 +205,16 @@ class InterestTracker:
     @property
     def personal_state(self) -> PersonalState:
         """This person's model-free state after the last recorded event (do not modify it)."""
-        return self._personal
+        return self._state.personal
+
+    @property
+    def persist_every(self) -> int:
+        """The state is saved after this many new events (and on close); a cache, see :mod:`.tracker_state`."""
+        return self._state.persist_every
+
+    @persist_every.setter
+    def persist_every(self, n: int) -> None:
+        self._state.persist_every = n
 
     @property
     def predictor(self) -> NextInterestPredictor:
@@ -283,11 +233,11 @@ class InterestTracker:
         """
         ev = _as_event(event)
         with self._lock:
-            if is_duplicate(ev, self._personal.last_event):
+            if is_duplicate(ev, self._state.personal.last_event):
                 return None
             seq = self._store.append(ev)
-            self._advance(seq, ev)
-            self._after_records(1)
+            self._state.advance(seq, ev)
+            self._state.after_records(1, self._model_version)
             return seq
 
     def record_many(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
@@ -298,46 +248,18 @@ class InterestTracker:
         """
         batch = [_as_event(e) for e in events]
         with self._lock:
-            kept = dedupe(batch, self._personal.last_event)
+            kept = dedupe(batch, self._state.personal.last_event)
             seqs = self._store.append_many(kept)
-            items = list(zip(seqs, kept, strict=True))
-            if len(kept) > 8 and self._lstm.model is None:
-                self._personal.update_many(items)
-            elif len(kept) > 8 and not self._lstm.stale:
-                previous = self._personal.last_time
-                self._personal.update_many(items)
-                self._lstm.run(kept, previous_time=previous)
-            else:
-                for seq, ev in items:
-                    self._advance(seq, ev)
-            self._after_records(len(kept))
+            self._state.advance_many(list(zip(seqs, kept, strict=True)), self._model_version)
             return seqs
 
-    def _advance(self, seq: int, event: Event) -> None:
-        previous = self._personal.last_time
-        self._personal.update(seq, event)
-        self._lstm.step(event, previous)
-
-    def _rebuild_model_state(self) -> None:
-        """Recompute the LSTM state from the whole stored history, once."""
-        self._lstm.rebuild([ev for _, ev in self._store.events()] if self._lstm.model is not None else [])
-
-    def _after_records(self, n: int) -> None:
-        self._unsaved += n
-        if self._unsaved >= self.persist_every:
-            self._save_state()
-
     def _save_state(self) -> None:
-        self.refresh()
-        state = {"personal": self._personal.to_dict(), "model_version": self._model_version, **self._lstm.to_dict()}
-        self._store.put_state(_STATE, json.dumps(state).encode())
-        self._unsaved = 0
+        self._state.save(self._model_version)
 
     def refresh(self) -> None:
         """Bring the LSTM state up to date now if it is stale (new weights, a new model); answers do this lazily."""
         with self._lock:
-            if self._lstm.stale:
-                self._rebuild_model_state()
+            self._state.refresh()
 
     def flush(self) -> None:
         """Persist the current state now (it is also saved every few events and on close)."""
@@ -369,18 +291,18 @@ class InterestTracker:
         """
         with self._lock:
             self.refresh()
-            return self.predictor.interests(self._personal, self._lstm.interest, k, self._half_life_s)
+            return self.predictor.interests(self._state.personal, self._lstm.interest, k, self._half_life_s)
 
     def predict(self, k: int = 5) -> Prediction:
         """What comes next: the next-interest distribution and the next-window intensity."""
         with self._lock:
             self.refresh()
-            return self.predictor.predict(self._personal, self._lstm.interest, self._lstm.intensity, k)
+            return self.predictor.predict(self._state.personal, self._lstm.interest, self._lstm.intensity, k)
 
     def shifts(self) -> list[Shift]:
         """Detected interest shifts, oldest first."""
         with self._lock:
-            return list(self._personal.detector.shifts)
+            return list(self._state.personal.detector.shifts)
 
     def recommend(self, candidates: Iterable[Candidate], k: int = 10) -> list[Recommendation]:
         """Rank candidate items by predicted interest in their categories.
@@ -390,7 +312,7 @@ class InterestTracker:
         """
         with self._lock:
             self.refresh()
-            return self.predictor.recommend(self._personal, self._lstm.interest, candidates, k)
+            return self.predictor.recommend(self._state.personal, self._lstm.interest, candidates, k)
 
     # ---- forgetting and export ------------------------------------------------------------------
 
@@ -398,10 +320,7 @@ class InterestTracker:
         """Delete events for good and rebuild the state without them."""
         with self._lock:
             removed = self._store.forget(item_id=item_id, before=before, everything=everything)
-            self._personal = self.new_personal_state()
-            for seq, ev in self._store.events():
-                self._personal.update(seq, ev)
-            self._rebuild_model_state()
+            self._state.replay()
             self._save_state()
             return removed
 
@@ -425,32 +344,23 @@ class InterestTracker:
 
     def import_history(self, path: str | os.PathLike[str], browser: str = "auto",
                        rules: str | os.PathLike[str] | None = None,
-                       progress: Any = None) -> Any:
+                       progress: Callable[[int, int], None] | None = None) -> ImportSummary:
         """Import a browser's history file (Chrome, Firefox or Safari) into this tracker.
 
         The original is never modified. A second import of the same file adds
         only visits newer than the last one imported. Returns the
         :class:`~vane.client.history.ImportSummary`.
         """
-        from datetime import datetime
-
         from vane.client.history import read_history
 
-        cursor_name = "import/" + hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
         with self._lock:
-            cursor = self._store.get_state(cursor_name)
-            since = datetime.fromisoformat(cursor.decode()) if cursor else None
-            batch = read_history(path, browser=browser, since=since, rules=rules, progress=progress)
-            seqs = self.record_many(batch.events)
-            summary = batch.summary
-            duplicates = len(batch.events) - len(seqs)
-            if duplicates:
-                summary.imported -= duplicates
-                summary.skipped["duplicate"] = summary.skipped.get("duplicate", 0) + duplicates
+            batch = read_history(path, browser=browser, since=self._slots.import_cursor(path), rules=rules,
+                                 progress=progress)
+            batch.summary.drop_duplicates(len(batch.events) - len(self.record_many(batch.events)))
             if batch.last_visit_time is not None:
-                self._store.put_state(cursor_name, batch.last_visit_time.isoformat().encode())
+                self._slots.save_import_cursor(path, batch.last_visit_time)
             self._save_state()
-            return summary
+            return batch.summary
 
     # ---- models ---------------------------------------------------------------------------------
 
@@ -462,15 +372,9 @@ class InterestTracker:
     def recommend_mix(self, mix: Mix) -> None:
         """Keep the federation's recommended blend in the store; it is used unless the app passed its own ``mix``."""
         with self._lock:
-            encoded = json.dumps(dict(zip(MIX_FIELDS, mix.weights(), strict=True))).encode()
-            if self._store.get_state(_MIX) != encoded:  # every round resends it; write only a change
-                self._store.put_state(_MIX, encoded)
+            self._slots.save_mix(mix)
             if not self._mix_explicit:
                 self._mix = mix
-
-    def _persist_model(self, blob: bytes) -> None:
-        self._store.put_state(_MODEL, blob)
-        self._store.put_state(_MODEL_VERSION, (self._model_version or "").encode())
 
     def install_model(self, blob: bytes, version: str, taxonomy: Taxonomy | None = None) -> None:
         """Swap in a new model atomically.
@@ -484,31 +388,23 @@ class InterestTracker:
             raise TaxonomyError("install_model needs a taxonomy: pass taxonomy=...")
         featurizer = Featurizer(new.spec, tax)
         with self._lock:
-            old = self._lstm.model
-            compatible = old is not None and old.spec.hash == new.spec.hash and tax == self._taxonomy
-            self._lstm.model, self._lstm.featurizer, self._taxonomy = new, featurizer, tax
-            self._model_version = version
-            self._persist_model(blob)
-            self._store.put_state(_TAXONOMY, json.dumps(tax.to_dict()).encode())
-            if not compatible:
-                self._lstm.mark_stale()
+            self._lstm.install(new, featurizer, same_taxonomy=tax == self._taxonomy)
+            self._taxonomy, self._model_version = tax, version
+            self._slots.save_model(blob, version)
+            self._slots.save_taxonomy(tax)
             self._save_state()
 
     def get_weights(self) -> Weights:
+        """The model's current weights (raises ConfigError without a model)."""
         with self._lock:
-            return self._require_model().get_weights()
+            return self._lstm.require_model().get_weights()
 
     def set_weights(self, weights: Weights) -> None:
         """Load new weights (e.g. the global model of a federated round); the state is rebuilt lazily."""
         with self._lock:
-            self._require_model().set_weights(weights)
-            self._store.put_state(_WEIGHTS, weights.to_bytes())
+            self._lstm.require_model().set_weights(weights)
+            self._slots.save_weights(weights)
             self._lstm.mark_stale()
-
-    def _require_model(self) -> LiteModel:
-        if self._lstm.model is None:
-            raise ConfigError("this tracker has no model: open it with model=... or call install_model()")
-        return self._lstm.model
 
     # ---- on-device training and evaluation ------------------------------------------------------
 
@@ -527,12 +423,12 @@ class InterestTracker:
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs is {epochs!r}; expected an integer >= 1")
         with self._lock:
-            model = self._require_model()
+            model = self._lstm.require_model()
             assert self._lstm.featurizer is not None
             events = [ev for _, ev in self._store.events()]
             result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed, holdout_fraction)
             if result.steps:
-                self._store.put_state(_WEIGHTS, model.get_weights().to_bytes())
+                self._slots.save_weights(model.get_weights())
                 self._lstm.mark_stale()
             return result
 

@@ -64,6 +64,12 @@ class ImportSummary:
     last_timestamp: datetime | None = None
     top_categories: Counter[str] = field(default_factory=Counter)
 
+    def drop_duplicates(self, n: int) -> None:
+        """Count ``n`` imported events that the tracker then dropped as duplicates of events it held."""
+        if n:
+            self.imported -= n
+            self.skipped["duplicate"] = self.skipped.get("duplicate", 0) + n
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO-8601, categories most common first)."""
         return {

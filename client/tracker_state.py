@@ -1,0 +1,119 @@
+"""``TrackerState``: the state every answer reads, kept in step with the stored events.
+
+It pairs the model-free :class:`~vane.client.personal.PersonalState` with the LSTM's
+:class:`~vane.client.model_state.ModelState`. Both are caches of replaying the stored events in
+order: the saved copy (``tracker/state``) is written every ``persist_every`` events and on close,
+and opening replays the events stored after it, so a crash costs only a short catch-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vane.client.model_state import ModelState
+from vane.client.persistence import TrackerSlots
+from vane.client.personal import PersonalState
+from vane.client.store import EventStore
+from vane.shared.events import Event
+
+#: Batches longer than this advance the state in one block (chunked ``infer``, a block of the detector).
+_BLOCK = 8
+
+
+class TrackerState:
+    """The personal and LSTM state of one tracker, advanced, saved and rebuilt together.
+
+    Parameters
+    ----------
+    store : EventStore
+        The tracker's store: the events to replay, and where the state is saved.
+    new_personal : callable
+        Makes an empty :class:`PersonalState` with the tracker's settings.
+    lstm : ModelState
+        The LSTM state (with the model and featurizer; both None without a model).
+    """
+
+    def __init__(self, store: EventStore, new_personal: Callable[[], PersonalState], lstm: ModelState) -> None:
+        self._store = store
+        self._slots = TrackerSlots(store)
+        self._new_personal = new_personal
+        self.personal = new_personal()
+        self.lstm = lstm
+        self.unsaved = 0
+        #: Save after this many new events (the saved state is a cache; see the module docstring).
+        self.persist_every = 128
+
+    def advance(self, seq: int, event: Event) -> None:
+        """Take one kept event (stored as ``seq``)."""
+        previous = self.personal.last_time
+        self.personal.update(seq, event)
+        self.lstm.step(event, previous)
+
+    def advance_many(self, items: list[tuple[int, Event]], model_version: str | None) -> None:
+        """Take kept ``(seq, event)`` items in order: the same state as :meth:`advance` for each."""
+        if len(items) > _BLOCK and self.lstm.model is None:
+            self.personal.update_many(items)
+        elif len(items) > _BLOCK and not self.lstm.stale:
+            previous = self.personal.last_time
+            self.personal.update_many(items)
+            self.lstm.run([ev for _, ev in items], previous_time=previous)
+        else:
+            for seq, ev in items:
+                self.advance(seq, ev)
+        self.after_records(len(items), model_version)
+
+    def after_records(self, n: int, model_version: str | None) -> None:
+        """Count ``n`` new events; save when ``persist_every`` have accumulated."""
+        self.unsaved += n
+        if self.unsaved >= self.persist_every:
+            self.save(model_version)
+
+    def refresh(self) -> None:
+        """Rebuild the LSTM state from the whole stored history if it is stale."""
+        if self.lstm.stale:
+            self.rebuild_model()
+
+    def rebuild_model(self) -> None:
+        """Recompute the LSTM state from the whole stored history, once."""
+        self.lstm.rebuild([ev for _, ev in self._store.events()] if self.lstm.model is not None else [])
+
+    def replay(self) -> None:
+        """Rebuild everything from the stored events (after some were deleted)."""
+        self.personal = self._new_personal()
+        for seq, ev in self._store.events():
+            self.personal.update(seq, ev)
+        self.rebuild_model()
+
+    def save(self, model_version: str | None) -> None:
+        """Persist the state, labelled with the model version it was computed with."""
+        self.refresh()
+        state: dict[str, Any] = {"personal": self.personal.to_dict(), "model_version": model_version,
+                                 **self.lstm.to_dict()}
+        self._slots.save_state(state)
+        self.unsaved = 0
+
+    def load(self, model_version: str | None, fresh_model: bool) -> None:
+        """Restore the saved state and catch up on the events stored after it.
+
+        The LSTM part is kept only when it was computed with ``model_version`` and the app did not
+        pass a new model (``fresh_model``); otherwise it is rebuilt lazily.
+        """
+        state = self._slots.state()
+        if state is not None:
+            self.personal = PersonalState.from_dict(state["personal"])
+            if self.personal.last_event is None and self.personal.last_seq > 0:
+                # Saved before the state kept its last event: read it back from the store.
+                found = self._store.events(since_seq=self.personal.last_seq - 1, limit=1)
+                if found and found[0][0] == self.personal.last_seq:
+                    self.personal.last_event = found[0][1]
+            same_model = state.get("model_version") == model_version and not fresh_model
+            if not (same_model and self.lstm.restore(state)):
+                self.lstm.mark_stale()
+        behind = self._store.events(since_seq=self.personal.last_seq)
+        if behind and self.lstm.h is None:
+            self.lstm.mark_stale()
+        for seq, event in behind:  # catch up on events stored after the last saved state
+            self.advance(seq, event)
+        if behind:
+            self.save(model_version)
