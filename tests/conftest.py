@@ -18,16 +18,21 @@ def small_spec() -> ModelSpec:
 
 
 @pytest.fixture(scope="session")
-def small_training_blob(small_spec: ModelSpec) -> bytes:
-    """The training export of a fresh model of ``small_spec``."""
-    return cached_models(small_spec, ["training"])["training"]
+def small_blobs(small_spec: ModelSpec) -> dict[str, bytes]:
+    """Every export of a fresh model of ``small_spec``, by kind; one build on a clean checkout."""
+    return cached_models(small_spec, ["training", "inference", "inference-f16", "inference-int8"])
 
 
 @pytest.fixture(scope="session")
-def small_inference_blobs(small_spec: ModelSpec) -> dict[str | None, bytes]:
+def small_training_blob(small_blobs: dict[str, bytes]) -> bytes:
+    """The training export of a fresh model of ``small_spec``."""
+    return small_blobs["training"]
+
+
+@pytest.fixture(scope="session")
+def small_inference_blobs(small_blobs: dict[str, bytes]) -> dict[str | None, bytes]:
     """Inference exports of a fresh model of ``small_spec``: float32, f16 and int8."""
-    blobs = cached_models(small_spec, ["inference", "inference-f16", "inference-int8"])
-    return {None: blobs["inference"], "f16": blobs["inference-f16"], "int8": blobs["inference-int8"]}
+    return {None: small_blobs["inference"], "f16": small_blobs["inference-f16"], "int8": small_blobs["inference-int8"]}
 
 
 @pytest.fixture(scope="session")
