@@ -1,5 +1,8 @@
 """Every run_config setting of the ServerApp, read by the one reader of :mod:`vane.shared.protocol`.
 
+Light on purpose (shared only: no Flower, no TensorFlow), so tools that only need the settings
+(:mod:`vane.server.deploy`, the CLI) import it cheaply.
+
 - :class:`ServerSettings`: rounds, strategy, sampling, what the clients train with, output;
 - :class:`PrivacySettings`: client-level differential privacy (:mod:`vane.server.privacy`);
 - :class:`SecAggSettings`: secure aggregation (:mod:`vane.server.privacy.secagg`).
@@ -16,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vane.server.strategies import STRATEGIES
 from vane.shared.blend import mix_grid
 from vane.shared.errors import ConfigError, PrivacyConfigError
 from vane.shared.protocol import RUN_CONFIG, read_settings, settings_values, to_config
@@ -24,6 +26,9 @@ from vane.shared.spec import ModelSpec
 from vane.shared.synthetic_vocab import SYNTHETIC_CATEGORIES
 from vane.shared.taxonomy import Taxonomy
 
+#: Values of the ``strategy`` setting (:func:`vane.server.strategies.make_strategy`).
+STRATEGIES = ("fedavg", "fedadam", "fedprox", "fedtrimmedavg", "krum")
+#: Values of the ``dp-mode`` setting.
 DP_MODES = ("off", "server", "client")
 
 

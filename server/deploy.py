@@ -30,7 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vane.server.config import PrivacySettings, SecAggSettings, ServerSettings
 from vane.shared.errors import ConfigError
+from vane.shared.protocol import NODE_KEY_FILE_KEY, NODE_STORE_KEY, to_config
 
 
 def flower_executable(name: str) -> str:
@@ -100,7 +102,8 @@ def supernode_command(
         "--auth-supernode-private-key", str(private_key),
         "--host", host,
         "--port", str(port),
-        "--node-config", node_config_arg({"store": str(store), "key-file": str(key_file), **dict(node_config or {})}),
+        "--node-config",
+        node_config_arg({NODE_STORE_KEY: str(store), NODE_KEY_FILE_KEY: str(key_file), **dict(node_config or {})}),
     ]
     if max_retries is not None:
         cmd += ["--max-retries", str(max_retries)]
@@ -130,15 +133,9 @@ def _toml_value(value: Any) -> str:
 
 def run_config_defaults() -> dict[str, Any]:
     """Every run_config key the ServerApp reads (server, SecAgg+ and DP settings) with its default."""
-    from dataclasses import fields
-
-    from vane.server.app import ServerSettings
-    from vane.server.privacy import PrivacySettings
-    from vane.server.secagg import SecAggSettings
-
     config: dict[str, Any] = {}
     for settings in (ServerSettings(), SecAggSettings(), PrivacySettings()):
-        config.update({f.name.replace("_", "-"): getattr(settings, f.name) for f in fields(settings)})
+        config.update(to_config(settings))
     return config
 
 

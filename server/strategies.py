@@ -34,6 +34,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg, Krum
+from vane.server.config import STRATEGIES
 from vane.shared.errors import ConfigError
 from vane.shared.protocol import (
     ARRAYS_RECORD,
@@ -47,8 +48,6 @@ from vane.shared.protocol import (
 )
 
 logger = logging.getLogger("vane.server")
-
-STRATEGIES = ("fedavg", "fedadam", "fedprox", "fedtrimmedavg", "krum")
 
 
 @dataclass
