@@ -23,7 +23,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from vane.client.predictor import Mix
 from vane.client.runtime import LiteModel
@@ -40,8 +40,10 @@ WEIGHTS = "tracker/weights"
 TAXONOMY = "tracker/taxonomy"
 MIX = "tracker/mix"
 
-ModelSource = bytes | str | os.PathLike[str]
-TaxonomySource = Taxonomy | str | os.PathLike[str]
+#: A model as bytes or a ``.tflite`` path.
+ModelSource: TypeAlias = bytes | str | os.PathLike[str]
+#: A taxonomy, or the path of its JSON file.
+TaxonomySource: TypeAlias = Taxonomy | str | os.PathLike[str]
 
 
 class TrackerSlots:

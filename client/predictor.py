@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from vane.client.answers import Prediction, Recommendation, ranked
@@ -75,7 +75,7 @@ class Mix:
 
 
 #: An app's candidate item: an Event, or a mapping with ``item_id`` and optionally ``categories``.
-Candidate = Event | Mapping[str, Any]
+Candidate: TypeAlias = Event | Mapping[str, Any]
 
 
 def _candidate(cand: Candidate, index: int) -> tuple[str, tuple[str, ...]]:
