@@ -22,6 +22,7 @@ from vane.shared.errors import ConfigError
 from vane.shared.events import Event
 from vane.shared.features import Features, Featurizer, make_windows, pad_batch
 from vane.shared.metrics import RankingAccumulator, classification_report
+from vane.shared.protocol import NUM_EXAMPLES_KEY, mix_metric_key
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def evaluate_local(events: Sequence[tuple[int, Event]], new_personal: Callable[[
     """
     holdout = holdout_size(len(events), holdout_fraction)
     if holdout == 0:
-        return {"num-examples": 0.0}
+        return {NUM_EXAMPLES_KEY: 0.0}
     personal = new_personal()
     cut = len(events) - holdout
     for seq, ev in events[:cut]:
@@ -183,7 +184,7 @@ def evaluate_local(events: Sequence[tuple[int, Event]], new_personal: Callable[[
     if mix_candidates:
         ranks = grid_ranks(cases, mix_candidates)
         for i, row in enumerate(ranks):
-            metrics[f"mix-{i}-hr@1"] = float(np.mean(row <= 1))
-            metrics[f"mix-{i}-mrr"] = float(np.mean(1.0 / row))
-    metrics["num-examples"] = float(holdout)
+            metrics[mix_metric_key(i, "hr@1")] = float(np.mean(row <= 1))
+            metrics[mix_metric_key(i, "mrr")] = float(np.mean(1.0 / row))
+    metrics[NUM_EXAMPLES_KEY] = float(holdout)
     return metrics

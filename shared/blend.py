@@ -29,8 +29,6 @@ from vane.shared.events import OTHER
 
 #: Component order of the tracker's blend (the fields of ``vane.client.predictor.Mix``).
 MIX_FIELDS = ("model", "recent", "profile", "transitions", "last")
-#: Message-config key of the blend the server picked: five weights in MIX_FIELDS order.
-MIX_CONFIG_KEY = "mix"
 
 
 def blend_coefficients(weights: Sequence[float], present: Sequence[bool]) -> list[tuple[int, float]]:
