@@ -35,7 +35,10 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
 from vane.shared.protocol import (
     ARRAYS_RECORD,
     CLIPPING_NORM_KEY,
@@ -114,9 +117,6 @@ def _rounding_slack(context: Context, size: int, norm: float) -> float:
 
 
 def _legacy_to_message_api(msg: Message, kind: str) -> None:
-    from flwr.common import parameters_to_ndarrays
-    from flwr.compat.common import recorddict_compat as compat
-
     ins: Any = (
         compat.recorddict_to_fitins(msg.content, keep_input=True)
         if kind == "fit"
@@ -133,9 +133,6 @@ def _metrics_of(reply: Message) -> dict[str, float]:
 
 
 def _fit_reply(reply: Message, context: Context, equal_weight: bool) -> None:
-    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
-    from flwr.compat.common import recorddict_compat as compat
-
     clipping_range, max_weight = _secagg_limits(context)
     delta = reply.content.array_records[ARRAYS_RECORD][DELTA_KEY].numpy().astype(np.float32)
     delta = np.clip(delta, -clipping_range, clipping_range)
@@ -150,9 +147,6 @@ def _fit_reply(reply: Message, context: Context, equal_weight: bool) -> None:
 
 
 def _evaluate_reply(reply: Message) -> None:
-    from flwr.common import Code, EvaluateRes, Status
-    from flwr.compat.common import recorddict_compat as compat
-
     metrics = _metrics_of(reply)
     num_examples = int(metrics.pop(NUM_EXAMPLES_KEY))
     loss = 1.0 - metrics.get(NDCG10_KEY, 0.0)
@@ -181,8 +175,6 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
     """SecAgg+ masking (Flower's ``secaggplus_mod``) for legacy-workflow messages; a no-op otherwise."""
     adapted = _legacy_adapter(call_next)
     if SECAGG_CONFIGS_RECORD in msg.content.config_records:
-        from flwr.client.mod import secaggplus_mod
-
         return secaggplus_mod(msg, context, adapted)
     return adapted(msg, context)
 

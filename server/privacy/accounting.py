@@ -63,6 +63,7 @@ import logging
 import math
 from dataclasses import dataclass
 
+from flwr.serverapp import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, SamplingMethod
 from vane.server.config import PrivacySettings
 from vane.server.strategies import RoundLog
 from vane.shared.protocol import DP_CLIPPING_NORM_KEY, DP_DELTA_KEY, EPSILON_KEY, EPSILON_NO_AMPLIFICATION_KEY
@@ -110,13 +111,7 @@ class ReleaseAccounting:
         """ε at ``delta`` after ``rounds`` of these releases (0 for no round)."""
         if rounds == 0:
             return 0.0
-        from flwr.serverapp import (
-            GaussianPrivacyEvent,
-            NeighboringRelation,
-            PrivacyConfig,
-            RdpAccountant,
-            SamplingMethod,
-        )
+        from flwr.serverapp import RdpAccountant  # needs the flwr[dp] extra (dp-accounting): only when ε is asked
 
         accountant = RdpAccountant(PrivacyConfig(
             target_delta=delta,
