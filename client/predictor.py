@@ -154,7 +154,13 @@ class NextInterestPredictor:
 
     def interests(self, personal: PersonalState, interest: np.ndarray | None, k: int,
                   half_life_s: float) -> InterestProfile:
-        """The top ``k`` current interests: the detector's ``current`` memory, half and half with the model."""
+        """What the person is into now: the top ``k`` categories with the events behind them.
+
+        Categories are ranked by the shift detector's ``current`` memory (a slow event-decayed mix that
+        jumps to the new mix when a shift is reported), blended half and half with the model's
+        next-interest distribution when there is a model. ``profile_share`` is the time-decayed share
+        (half-life ``half_life_s``) and ``because`` the newest events behind it.
+        """
         shares = personal.profile.shares()
         current = personal.detector.current
         model = self.model_distribution(personal, interest)

@@ -137,9 +137,13 @@ def _seq_id(seq: int) -> bytes:
 
 
 def new_store_meta(master: bytes | None, passphrase: str | bytes | None, random: Callable[[int], bytes],
-                   scrypt_params: tuple[int, int, int]) -> tuple[dict[str, Any], bytes, Sealer]:
-    """A new store's ``meta`` rows (format, id, key source, key check), its id and its sealer."""
-    store_id = random(STORE_ID_LEN)
+                   scrypt_params: tuple[int, int, int],
+                   store_id: bytes | None = None) -> tuple[dict[str, Any], bytes, Sealer]:
+    """A store's ``meta`` rows (format, id, key source, key check), its id and its sealer.
+
+    A new store gets a random id; a key rotation passes the store's own ``store_id``.
+    """
+    store_id = random(STORE_ID_LEN) if store_id is None else store_id
     meta, master = key_meta(master, passphrase, random, scrypt_params)
     sealer = Sealer(master, store_id, random)
     meta.update(format=FORMAT, store_id=store_id, key_check=sealer.key_check())

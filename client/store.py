@@ -14,14 +14,13 @@ fixed message, and never returns partial data.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -32,13 +31,12 @@ from vane.client.keys import (
     RandomBytes,
     check_one_source,
     key_from_file,
-    key_meta,
     read_key_file,
     write_key_file,
 )
 from vane.client.retention import beyond_retention, check_retention, forgotten, to_unix
 from vane.client.sealing import FORMAT, Sealer, new_store_meta, sealer_from_meta
-from vane.client.store_file import check_file_length, connect, create_schema, opaque, write_private
+from vane.client.store_file import check_file_length, connect, create_schema, opaque, transaction, write_private
 from vane.shared.errors import StoreError, StoreIntegrityError
 from vane.shared.events import Event
 
@@ -158,18 +156,6 @@ class EventStore:
             raise StoreError(f"the store {str(self._path)!r} is closed; open it again with EventStore.open")
         return self._conn
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
     def _read_events(self, since_seq: int = 0, limit: int | None = None) -> list[tuple[int, Event]]:
         # Fetch every row first and decrypt all of them: any failure raises before anything is returned.
         with opaque():
@@ -205,7 +191,7 @@ class EventStore:
         if not seqs:
             return 0
         with self._lock, opaque():
-            with self._transaction() as conn:
+            with transaction(self._db()) as conn:
                 conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
             self._scrub_wal()
         return len(seqs)
@@ -221,7 +207,7 @@ class EventStore:
         """Store one event durably and return its sequence number."""
         event = self._check_event(event, "append()")
         with self._lock, opaque():
-            with self._transaction() as conn:
+            with transaction(self._db()) as conn:
                 seq = self._next_seq(conn)
                 sealed = self._sealer.seal_event(seq, event)
                 conn.execute("INSERT INTO events(seq, sealed) VALUES (?, ?)", (seq, sealed))
@@ -233,7 +219,7 @@ class EventStore:
         if not batch:
             return []
         with self._lock, opaque():
-            with self._transaction() as conn:
+            with transaction(self._db()) as conn:
                 first = self._next_seq(conn)
                 seqs = list(range(first, first + len(batch)))
                 conn.executemany(
@@ -269,7 +255,7 @@ class EventStore:
             raise TypeError(f"state blob must be bytes, got {type(blob).__name__}")
         with self._lock, opaque():
             slot, sealed = self._sealer.seal_state(name, bytes(blob))
-            with self._transaction() as conn:
+            with transaction(self._db()) as conn:
                 conn.execute("INSERT OR REPLACE INTO state(slot, sealed) VALUES (?, ?)", (slot, sealed))
 
     def get_state(self, name: str) -> bytes | None:
@@ -285,7 +271,7 @@ class EventStore:
     def delete_state(self, name: str) -> bool:
         """Delete the state blob called ``name`` for good; True if there was one."""
         with self._lock, opaque():
-            with self._transaction() as conn:
+            with transaction(self._db()) as conn:
                 gone = conn.execute("DELETE FROM state WHERE slot = ?", (self._sealer.slot(name),)).rowcount
             self._scrub_wal()
         return bool(gone)
@@ -315,7 +301,7 @@ class EventStore:
         with self._lock:
             if everything:
                 with opaque():
-                    with self._transaction() as conn:
+                    with transaction(self._db()) as conn:
                         gone = conn.execute("DELETE FROM events").rowcount
                     self._scrub_wal()
                 return int(gone)
@@ -341,8 +327,7 @@ class EventStore:
         ``include_states=True``, to its contents in base64.
         """
         with self._lock:
-            stored = self._read_events()
-            states = self._read_states()
+            stored, states = self._read_events(), self._read_states()
         data: dict[str, Any] = {
             "format": FORMAT.decode("ascii"),
             "store_id": self._store_id.hex(),
@@ -369,14 +354,11 @@ class EventStore:
         master = new_key
         if new_key_file is not None:
             master = key_from_file(new_key_file, self._random, create=True)
-        meta, master = key_meta(master, new_passphrase, self._random, self._scrypt_params)
-        new = Sealer(master, self._store_id, self._random)
-        meta["key_check"] = new.key_check()
+        meta, _, new = new_store_meta(master, new_passphrase, self._random, self._scrypt_params, self._store_id)
         with self._lock:
-            stored = self._read_events()
-            states = self._read_states()
+            stored, states = self._read_events(), self._read_states()
             with opaque():
-                with self._transaction() as conn:
+                with transaction(self._db()) as conn:
                     conn.execute("DELETE FROM meta WHERE name IN ('kdf', 'salt', 'scrypt_n', 'scrypt_r', 'scrypt_p')")
                     conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", sorted(meta.items()))
                     conn.executemany(

@@ -81,19 +81,26 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def create_schema(conn: sqlite3.Connection, meta: dict[str, object]) -> None:
-    """Create the tables and write the ``meta`` rows, in one transaction."""
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in SCHEMA.strip().split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.executemany("INSERT INTO meta(name, value) VALUES (?, ?)", sorted(meta.items()))
-        conn.execute("COMMIT")
+        yield conn
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+    conn.execute("COMMIT")
+
+
+def create_schema(conn: sqlite3.Connection, meta: dict[str, object]) -> None:
+    """Create the tables and write the ``meta`` rows, in one transaction."""
+    with transaction(conn):
+        for statement in SCHEMA.strip().split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.executemany("INSERT INTO meta(name, value) VALUES (?, ?)", sorted(meta.items()))
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -18,17 +18,15 @@ Without a model the tracker answers from the decayed profile, a short-memory
 profile and this person's first-order transitions, and every answer says
 ``source="profile"``.
 
-The pieces, one concern each: :class:`~vane.client.personal.PersonalState`
-(the model-free state), :class:`~vane.client.model_state.ModelState` (the LSTM
-state), :class:`~vane.client.predictor.NextInterestPredictor` and
-:class:`~vane.client.predictor.Mix` (the blended answers), and
-:mod:`vane.client.training` (on-device training and local evaluation).
+The pieces, one concern each: :mod:`~vane.client.tracker_state` (the personal and
+LSTM state kept in step with the store), :mod:`~vane.client.predictor` (the blended
+answers, ``Mix``), :mod:`~vane.client.training` (on-device training and local
+evaluation) and :mod:`~vane.client.persistence` (what the store keeps besides events).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import threading
@@ -45,10 +43,11 @@ from vane.client.profile import InterestProfile
 from vane.client.runtime import LiteModel
 from vane.client.shifts import Shift
 from vane.client.store import EventStore
+from vane.client.store_file import write_private
 from vane.client.tracker_state import TrackerState
 from vane.client.training import TrainResult, evaluate_local, holdout_size, train_local
 from vane.shared.errors import ConfigError, EventValidationError, TaxonomyError
-from vane.shared.events import DUPLICATE_WINDOW_S, Event, dedupe, is_duplicate
+from vane.shared.events import DUPLICATE_WINDOW_S, Event
 from vane.shared.features import Featurizer
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
@@ -58,9 +57,6 @@ if TYPE_CHECKING:
     from vane.client.history import ImportSummary
 
 __all__ = ["DUPLICATE_WINDOW_S", "InterestTracker", "Mix", "Prediction", "Recommendation", "TrainResult"]
-
-log = logging.getLogger("vane.client")
-
 
 def _as_event(event: Event | Mapping[str, Any]) -> Event:
     if isinstance(event, Event):
@@ -80,9 +76,7 @@ class InterestTracker:
                  model_version: str | None, half_life_s: float, mix: Mix,
                  detector_config: Mapping[str, float]) -> None:
         self._store = store
-        self._slots = TrackerSlots(store)
         self._taxonomy = taxonomy
-        self._model_version = model_version
         self._half_life_s = half_life_s
         self._mix = mix
         self._mix_explicit = True
@@ -90,10 +84,9 @@ class InterestTracker:
         self._lock = threading.RLock()
         featurizer = Featurizer(model.spec, taxonomy) if model is not None and taxonomy is not None else None
         self._lstm = ModelState(model, featurizer)
-        self._state = TrackerState(store, self.new_personal_state, self._lstm)
+        self._state = TrackerState(store, self.new_personal_state, self._lstm, model_version)
 
     # ---- opening --------------------------------------------------------------------------------
-
     @classmethod
     def open(
         cls,
@@ -136,26 +129,20 @@ class InterestTracker:
             raise ConfigError(f"half_life_days is {half_life_days!r}; expected a positive number of days")
         store = EventStore.open(path, key_file=key_file, passphrase=passphrase, key=key, **store_options)
         try:
-            return cls._from_store(store, model, taxonomy, model_version, half_life_days * 86400.0,
-                                   mix, shift_detector or {})
+            slots = TrackerSlots(store)
+            lite, blob, model_version, tax = choose_model(slots, model, taxonomy, model_version)
+            tracker = cls(store, tax, lite, model_version, half_life_days * 86400.0, mix or slots.mix() or Mix(),
+                          shift_detector or {})
+            tracker._mix_explicit = mix is not None
+            if tax is not None and taxonomy is not None:
+                slots.save_taxonomy(tax)
+            if model is not None and blob is not None:
+                slots.save_model(blob, model_version)
+            tracker._state.load(fresh_model=model is not None)
+            return tracker
         except BaseException:
             store.close()
             raise
-
-    @classmethod
-    def _from_store(cls, store: EventStore, model: ModelSource | None, taxonomy: TaxonomySource | None,
-                    model_version: str | None, half_life_s: float, mix: Mix | None,
-                    detector_config: Mapping[str, float]) -> InterestTracker:
-        slots = TrackerSlots(store)
-        lite, blob, model_version, tax = choose_model(slots, model, taxonomy, model_version)
-        tracker = cls(store, tax, lite, model_version, half_life_s, mix or slots.mix() or Mix(), detector_config)
-        tracker._mix_explicit = mix is not None
-        if tax is not None and taxonomy is not None:
-            slots.save_taxonomy(tax)
-        if model is not None and blob is not None:
-            slots.save_model(blob, model_version)
-        tracker._state.load(model_version, fresh_model=model is not None)
-        return tracker
 
     def new_personal_state(self) -> PersonalState:
         """An empty :class:`PersonalState` with this tracker's half-life and shift-detector settings.
@@ -166,7 +153,6 @@ class InterestTracker:
         return PersonalState.new(self._half_life_s, self._detector_config)
 
     # ---- properties -----------------------------------------------------------------------------
-
     @property
     def store(self) -> EventStore:
         return self._store
@@ -177,7 +163,7 @@ class InterestTracker:
 
     @property
     def model_version(self) -> str | None:
-        return self._model_version
+        return self._state.model_version
 
     @property
     def has_model(self) -> bool:
@@ -222,7 +208,6 @@ class InterestTracker:
         return NextInterestPredictor(self._taxonomy, self._mix)
 
     # ---- recording ------------------------------------------------------------------------------
-
     def record(self, event: Event | Mapping[str, Any]) -> int | None:
         """Validate, store and learn from one event.
 
@@ -233,12 +218,7 @@ class InterestTracker:
         """
         ev = _as_event(event)
         with self._lock:
-            if is_duplicate(ev, self._state.personal.last_event):
-                return None
-            seq = self._store.append(ev)
-            self._state.advance(seq, ev)
-            self._state.after_records(1, self._model_version)
-            return seq
+            return self._state.record(ev)
 
     def record_many(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
         """Record a batch all-or-nothing: one bad event stores none of them.
@@ -248,13 +228,7 @@ class InterestTracker:
         """
         batch = [_as_event(e) for e in events]
         with self._lock:
-            kept = dedupe(batch, self._state.personal.last_event)
-            seqs = self._store.append_many(kept)
-            self._state.advance_many(list(zip(seqs, kept, strict=True)), self._model_version)
-            return seqs
-
-    def _save_state(self) -> None:
-        self._state.save(self._model_version)
+            return self._state.record_many(batch)
 
     def refresh(self) -> None:
         """Bring the LSTM state up to date now if it is stale (new weights, a new model); answers do this lazily."""
@@ -264,12 +238,12 @@ class InterestTracker:
     def flush(self) -> None:
         """Persist the current state now (it is also saved every few events and on close)."""
         with self._lock:
-            self._save_state()
+            self._state.save()
 
     def close(self) -> None:
         with self._lock:
             try:
-                self._save_state()
+                self._state.save()
             finally:
                 self._store.close()
 
@@ -280,14 +254,10 @@ class InterestTracker:
         self.close()
 
     # ---- answering ------------------------------------------------------------------------------
-
     def interests(self, k: int = 5) -> InterestProfile:
         """What the person is into now: the top ``k`` categories with the events behind them.
 
-        Categories are ranked by the shift detector's ``current`` memory (a slow event-decayed mix that
-        jumps to the new mix when a shift is reported), blended half and half with the model's
-        next-interest distribution when there is a model. ``profile_share`` is the time-decayed share
-        (half-life ``half_life_s``) and ``because`` the newest events behind it.
+        See :meth:`NextInterestPredictor.interests` for how they are ranked.
         """
         with self._lock:
             self.refresh()
@@ -315,33 +285,28 @@ class InterestTracker:
             return self.predictor.recommend(self._state.personal, self._lstm.interest, candidates, k)
 
     # ---- forgetting and export ------------------------------------------------------------------
-
     def forget(self, item_id: str | None = None, before: Any = None, everything: bool = False) -> int:
         """Delete events for good and rebuild the state without them."""
         with self._lock:
             removed = self._store.forget(item_id=item_id, before=before, everything=everything)
             self._state.replay()
-            self._save_state()
+            self._state.save()
             return removed
 
     def export(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The person's own data as JSON: events, profile, predictions and shifts."""
         with self._lock:
-            self._save_state()
+            self._state.save()
             data = self._store.export(None)
             data["interests"] = self.interests(10).to_dict()
             data["prediction"] = self.predict(10).to_dict()
             data["shifts"] = [s.to_dict() for s in self.shifts()]
-            data["model_version"] = self._model_version
+            data["model_version"] = self._state.model_version
             if path is not None:
-                target = Path(path)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(data, fh, ensure_ascii=False, indent=1)
+                write_private(Path(path), json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
             return data
 
     # ---- browser history ------------------------------------------------------------------------
-
     def import_history(self, path: str | os.PathLike[str], browser: str = "auto",
                        rules: str | os.PathLike[str] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> ImportSummary:
@@ -351,19 +316,12 @@ class InterestTracker:
         only visits newer than the last one imported. Returns the
         :class:`~vane.client.history.ImportSummary`.
         """
-        from vane.client.history import read_history
+        from vane.client.history import import_into
 
         with self._lock:
-            batch = read_history(path, browser=browser, since=self._slots.import_cursor(path), rules=rules,
-                                 progress=progress)
-            batch.summary.drop_duplicates(len(batch.events) - len(self.record_many(batch.events)))
-            if batch.last_visit_time is not None:
-                self._slots.save_import_cursor(path, batch.last_visit_time)
-            self._save_state()
-            return batch.summary
+            return import_into(self._state, path, browser, rules, progress)
 
     # ---- models ---------------------------------------------------------------------------------
-
     @property
     def mix(self) -> Mix:
         """The blend weights in use."""
@@ -372,7 +330,7 @@ class InterestTracker:
     def recommend_mix(self, mix: Mix) -> None:
         """Keep the federation's recommended blend in the store; it is used unless the app passed its own ``mix``."""
         with self._lock:
-            self._slots.save_mix(mix)
+            self._state.slots.save_mix(mix)
             if not self._mix_explicit:
                 self._mix = mix
 
@@ -389,10 +347,10 @@ class InterestTracker:
         featurizer = Featurizer(new.spec, tax)
         with self._lock:
             self._lstm.install(new, featurizer, same_taxonomy=tax == self._taxonomy)
-            self._taxonomy, self._model_version = tax, version
-            self._slots.save_model(blob, version)
-            self._slots.save_taxonomy(tax)
-            self._save_state()
+            self._taxonomy, self._state.model_version = tax, version
+            self._state.slots.save_model(blob, version)
+            self._state.slots.save_taxonomy(tax)
+            self._state.save()
 
     def get_weights(self) -> Weights:
         """The model's current weights (raises ConfigError without a model)."""
@@ -403,11 +361,10 @@ class InterestTracker:
         """Load new weights (e.g. the global model of a federated round); the state is rebuilt lazily."""
         with self._lock:
             self._lstm.require_model().set_weights(weights)
-            self._slots.save_weights(weights)
+            self._state.slots.save_weights(weights)
             self._lstm.mark_stale()
 
     # ---- on-device training and evaluation ------------------------------------------------------
-
     @staticmethod
     def holdout_size(n: int, fraction: float = 0.1, cap: int = 50) -> int:
         """Newest events kept aside for evaluation (:func:`vane.client.training.holdout_size`)."""
@@ -428,7 +385,7 @@ class InterestTracker:
             events = [ev for _, ev in self._store.events()]
             result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed, holdout_fraction)
             if result.steps:
-                self._slots.save_weights(model.get_weights())
+                self._state.slots.save_weights(model.get_weights())
                 self._lstm.mark_stale()
             return result
 
@@ -436,11 +393,7 @@ class InterestTracker:
                        mix_candidates: Sequence[Sequence[float]] = ()) -> dict[str, float]:
         """Metrics on the held-out newest events, each predicted from everything before it.
 
-        Next-interest: HR@1/5/10, NDCG@10, MRR (``other`` is never a hit).
-        Intensity (when a model is present): accuracy, recall, F1, AUC.
-        With ``mix_candidates`` (weights in ``MIX_FIELDS`` order, e.g. ``mix_grid(0.25)``), also
-        ``mix-{i}-hr@1`` and ``mix-{i}-mrr`` of the blend under candidate ``i``: only these means
-        leave the device, from which the server picks the population's best blend.
+        See :func:`vane.client.training.evaluate_local` for the metrics, and ``mix_candidates``.
         """
         with self._lock:
             return evaluate_local(self._store.events(), self.new_personal_state, self.predictor, self._lstm.model,

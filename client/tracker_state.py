@@ -8,14 +8,14 @@ and opening replays the events stored after it, so a crash costs only a short ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vane.client.model_state import ModelState
 from vane.client.persistence import TrackerSlots
 from vane.client.personal import PersonalState
 from vane.client.store import EventStore
-from vane.shared.events import Event
+from vane.shared.events import Event, dedupe, is_duplicate
 
 #: Batches longer than this advance the state in one block (chunked ``infer``, a block of the detector).
 _BLOCK = 8
@@ -32,11 +32,15 @@ class TrackerState:
         Makes an empty :class:`PersonalState` with the tracker's settings.
     lstm : ModelState
         The LSTM state (with the model and featurizer; both None without a model).
+    model_version : str or None
+        The label of the model the LSTM state is computed with (saved with the state).
     """
 
-    def __init__(self, store: EventStore, new_personal: Callable[[], PersonalState], lstm: ModelState) -> None:
+    def __init__(self, store: EventStore, new_personal: Callable[[], PersonalState], lstm: ModelState,
+                 model_version: str | None) -> None:
         self._store = store
-        self._slots = TrackerSlots(store)
+        self.model_version = model_version
+        self.slots = TrackerSlots(store)
         self._new_personal = new_personal
         self.personal = new_personal()
         self.lstm = lstm
@@ -44,13 +48,35 @@ class TrackerState:
         #: Save after this many new events (the saved state is a cache; see the module docstring).
         self.persist_every = 128
 
+    def record(self, event: Event) -> int | None:
+        """Store ``event`` and take it, unless it is a duplicate of the last kept event (then None).
+
+        The one duplicate rule, :func:`vane.shared.events.is_duplicate`.
+        """
+        if is_duplicate(event, self.personal.last_event):
+            return None
+        seq = self._store.append(event)
+        self.advance(seq, event)
+        self.after_records(1)
+        return seq
+
+    def record_many(self, events: Sequence[Event]) -> list[int]:
+        """Store and take the events that :func:`vane.shared.events.dedupe` keeps, in one transaction.
+
+        Exactly what :meth:`record` one by one keeps, because both compare with the last kept event.
+        """
+        kept = dedupe(events, self.personal.last_event)
+        seqs = self._store.append_many(kept)
+        self.advance_many(list(zip(seqs, kept, strict=True)))
+        return seqs
+
     def advance(self, seq: int, event: Event) -> None:
         """Take one kept event (stored as ``seq``)."""
         previous = self.personal.last_time
         self.personal.update(seq, event)
         self.lstm.step(event, previous)
 
-    def advance_many(self, items: list[tuple[int, Event]], model_version: str | None) -> None:
+    def advance_many(self, items: list[tuple[int, Event]]) -> None:
         """Take kept ``(seq, event)`` items in order: the same state as :meth:`advance` for each."""
         if len(items) > _BLOCK and self.lstm.model is None:
             self.personal.update_many(items)
@@ -61,13 +87,13 @@ class TrackerState:
         else:
             for seq, ev in items:
                 self.advance(seq, ev)
-        self.after_records(len(items), model_version)
+        self.after_records(len(items))
 
-    def after_records(self, n: int, model_version: str | None) -> None:
+    def after_records(self, n: int) -> None:
         """Count ``n`` new events; save when ``persist_every`` have accumulated."""
         self.unsaved += n
         if self.unsaved >= self.persist_every:
-            self.save(model_version)
+            self.save()
 
     def refresh(self) -> None:
         """Rebuild the LSTM state from the whole stored history if it is stale."""
@@ -85,21 +111,21 @@ class TrackerState:
             self.personal.update(seq, ev)
         self.rebuild_model()
 
-    def save(self, model_version: str | None) -> None:
+    def save(self) -> None:
         """Persist the state, labelled with the model version it was computed with."""
         self.refresh()
-        state: dict[str, Any] = {"personal": self.personal.to_dict(), "model_version": model_version,
+        state: dict[str, Any] = {"personal": self.personal.to_dict(), "model_version": self.model_version,
                                  **self.lstm.to_dict()}
-        self._slots.save_state(state)
+        self.slots.save_state(state)
         self.unsaved = 0
 
-    def load(self, model_version: str | None, fresh_model: bool) -> None:
+    def load(self, fresh_model: bool) -> None:
         """Restore the saved state and catch up on the events stored after it.
 
-        The LSTM part is kept only when it was computed with ``model_version`` and the app did not
+        The LSTM part is kept only when it was computed with :attr:`model_version` and the app did not
         pass a new model (``fresh_model``); otherwise it is rebuilt lazily.
         """
-        state = self._slots.state()
+        state = self.slots.state()
         if state is not None:
             self.personal = PersonalState.from_dict(state["personal"])
             if self.personal.last_event is None and self.personal.last_seq > 0:
@@ -107,7 +133,7 @@ class TrackerState:
                 found = self._store.events(since_seq=self.personal.last_seq - 1, limit=1)
                 if found and found[0][0] == self.personal.last_seq:
                     self.personal.last_event = found[0][1]
-            same_model = state.get("model_version") == model_version and not fresh_model
+            same_model = state.get("model_version") == self.model_version and not fresh_model
             if not (same_model and self.lstm.restore(state)):
                 self.lstm.mark_stale()
         behind = self._store.events(since_seq=self.personal.last_seq)
@@ -116,4 +142,4 @@ class TrackerState:
         for seq, event in behind:  # catch up on events stored after the last saved state
             self.advance(seq, event)
         if behind:
-            self.save(model_version)
+            self.save()

@@ -137,14 +137,20 @@ def evaluate_local(events: Sequence[tuple[int, Event]], new_personal: Callable[[
         The blend to score.
     model, featurizer : optional
         The interest model and its featurizer; without them only the blend is scored.
-    holdout_fraction, ks, mix_candidates
-        See :meth:`vane.client.tracker.InterestTracker.evaluate_local`.
+    holdout_fraction : float
+        Share of the newest events held out (see :func:`holdout_size`).
+    ks : tuple of int
+        Cut-offs of the hit rates.
+    mix_candidates : sequence of weights
+        Candidate blends (weights in ``MIX_FIELDS`` order, e.g. ``mix_grid(0.25)``) to score too.
 
     Returns
     -------
     dict
-        ``hr@k``, ``ndcg@10``, ``mrr``; ``accuracy``, ``recall``, ``f1``, ``auc`` with a model;
-        ``mix-{i}-hr@1``/``mix-{i}-mrr`` per candidate; ``num-examples``.
+        Next-interest ``hr@k``, ``ndcg@10``, ``mrr`` (``other`` is never a hit); with a model the
+        intensity ``accuracy``, ``recall``, ``f1``, ``auc``; per candidate ``i``, ``mix-{i}-hr@1`` and
+        ``mix-{i}-mrr`` of the blend under it (only these means leave the device, from which the server
+        picks the population's best blend); ``num-examples``.
     """
     holdout = holdout_size(len(events), holdout_fraction)
     if holdout == 0:

@@ -91,7 +91,14 @@ Firefox and Safari databases from a private copy) and :mod:`~vane.client.history
 
 
 from vane.client.history.browsers import BROWSERS
-from vane.client.history.importer import PROGRESS_EVERY, SKIP_REASONS, HistoryBatch, ImportSummary, read_history
+from vane.client.history.importer import (
+    PROGRESS_EVERY,
+    SKIP_REASONS,
+    HistoryBatch,
+    ImportSummary,
+    import_into,
+    read_history,
+)
 from vane.client.history.rules import DEFAULT_RULES_PATH, CategoryRules, load_rules
 from vane.client.history.urls import TRACKING_PARAMS, normalize_url
 
@@ -104,6 +111,7 @@ __all__ = [
     "CategoryRules",
     "HistoryBatch",
     "ImportSummary",
+    "import_into",
     "load_rules",
     "normalize_url",
     "read_history",

@@ -6,6 +6,7 @@ See :mod:`vane.client.history` for the formats, kinds and skip rules.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import tempfile
 from collections import Counter
@@ -13,13 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vane.client.history.browsers import BROWSERS, READERS, Visit, copy_database, detect_browser, schema_version
 from vane.client.history.rules import CategoryRules, load_rules
 from vane.client.history.urls import url_skip_reason
 from vane.shared.errors import ConfigError, HistoryImportError
 from vane.shared.events import MAX_ITEM_ID_LEN, Event, dedupe
+
+if TYPE_CHECKING:
+    from vane.client.tracker_state import TrackerState
 
 logger = logging.getLogger("vane.client")
 
@@ -166,10 +170,10 @@ def _check_arguments(browser: str, since: datetime | None) -> None:
 
 
 def read_history(
-    path: str | Path,
+    path: str | os.PathLike[str],
     browser: str = "auto",
     since: datetime | None = None,
-    rules: CategoryRules | str | Path | None = None,
+    rules: CategoryRules | str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> HistoryBatch:
     """Import a browser history database as events, without touching the original.
@@ -223,3 +227,20 @@ def read_history(
     batch = _build_batch(visits, summary, since, category_rules, progress)
     logger.info("imported %s of %s %s visits from %s", summary.imported, summary.visits_read, detected, source)
     return batch
+
+
+def import_into(state: TrackerState, path: str | os.PathLike[str], browser: str = "auto",
+                rules: CategoryRules | str | os.PathLike[str] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> ImportSummary:
+    """Import a history file into a tracker's state (``InterestTracker.import_history``).
+
+    Only visits newer than the last import of the same file are read (its cursor is kept in the
+    store). The events go through the tracker's one duplicate rule once more, against the last
+    event it already holds; what that drops is counted as ``duplicate`` too.
+    """
+    batch = read_history(path, browser=browser, since=state.slots.import_cursor(path), rules=rules, progress=progress)
+    batch.summary.drop_duplicates(len(batch.events) - len(state.record_many(batch.events)))
+    if batch.last_visit_time is not None:
+        state.slots.save_import_cursor(path, batch.last_visit_time)
+    state.save()
+    return batch.summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -111,7 +112,7 @@ def _default_rules() -> CategoryRules:
     return CategoryRules(hosts, paths)
 
 
-def load_rules(path: str | Path | None = None) -> CategoryRules:
+def load_rules(path: str | os.PathLike[str] | None = None) -> CategoryRules:
     """Load the category rules: the packaged defaults, with a user file merged over them.
 
     Parameters
