@@ -20,7 +20,9 @@ Which tracker
     ``sim-dir`` is given to :func:`build_client_app` or read from the
     ``VANE_SIM_DIR`` environment variable.
 
-Settings (message config first, then ``run_config``, then these defaults)
+Settings (message config first, then ``run_config``, then these defaults; the keys and the
+one reader with its strict rules are in :mod:`vane.shared.protocol`, so a bool of ``"maybe"``
+raises here as on the server)
     ``local-epochs`` 1, ``learning-rate`` 0 (the spec's), ``delta-float16``
     false, ``seed`` 0, ``holdout-fraction`` 0.1, ``evaluate-model-only`` true
     (rank with the model alone, so the metrics measure the federated model
