@@ -49,3 +49,43 @@ def test_best_candidate_and_tune_mix_agree():
                                    {"b": 1.0}], ["b"]) for _ in range(5)]
     mix, objective = tune_mix(cases, mix_grid(0.5))
     assert mix["last"] > 0.5 and objective == pytest.approx(1.0)
+
+
+def test_one_blend_rule_the_device_and_the_compact_form_give_the_same_numbers():
+    """``blend`` (the tracker's dicts) and ``BlendCase.blend`` (the evaluation's arrays) share one rule."""
+    from vane.shared.blend import blend
+
+    rng = np.random.default_rng(3)
+    names = ["other", *[f"c{i}" for i in range(6)]]
+    for _ in range(200):
+        dists = [{} if rng.random() < 0.2 else
+                 {str(c): float(rng.random()) for c in rng.choice(names, size=int(rng.integers(1, 5)), replace=False)}
+                 for _ in MIX_FIELDS]
+        weights = [0.0 if rng.random() < 0.3 else float(rng.random()) for _ in MIX_FIELDS]
+        case = BlendCase.from_dicts(dists, ["c0"])
+        device = blend(dists, weights)
+        compact = dict(zip(case.keys, case.blend(weights).tolist(), strict=True))
+        covered = {k for k, c in zip(case.keys, case.covered(weights), strict=True) if c}
+        assert set(device) - {"other"} == covered
+        assert all(device[k] == compact[k] for k in covered)  # exactly, not approximately
+
+
+def test_the_tracker_predicts_through_the_one_blend(tmp_path):
+    """``InterestTracker.predict`` is ``NextInterestPredictor.next_interest``, whose compact form ranks the same."""
+    from datetime import UTC, datetime, timedelta
+
+    from vane.client.predictor import Mix
+    from vane.client.tracker import InterestTracker
+    from vane.shared.events import Event
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    events = [Event.create(item_id=f"i{t}", categories=["abcde"[(t * t) % 5]], timestamp=t0 + timedelta(minutes=t))
+              for t in range(40)]
+    mix = Mix(model=0.0, recent=0.3, profile=0.2, transitions=0.1, last=0.4)
+    with InterestTracker.open(tmp_path / "s.store", key=b"k" * 32, mix=mix) as tracker:
+        tracker.record_many(events)
+        predicted = tracker.predict(k=10).next_interest
+        case = tracker.predictor.blend_case(tracker.personal_state, None, ["b"])
+    scores = case.blend(mix.weights())
+    order = sorted(range(len(case.keys)), key=lambda i: (-scores[i], case.keys[i]))
+    assert [(case.keys[i], float(scores[i])) for i in order] == list(predicted)
