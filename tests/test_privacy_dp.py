@@ -6,7 +6,8 @@ import itertools
 import json
 
 import pytest
-from vane.server.privacy import PrivacyLedger, PrivacySettings, sampled_clients
+from vane.server.config import PrivacySettings
+from vane.server.privacy import PrivacyLedger, sampled_clients
 from vane.shared.errors import PrivacyConfigError
 
 pytest.importorskip("dp_accounting")

@@ -112,14 +112,14 @@ def test_aggregate_equals_fedavg_within_the_quantisation_bound(secagg_run, monke
     ],
 )
 def test_secagg_refuses_dp_that_needs_each_delta(config, words):
-    from vane.server.privacy import secure_privacy_settings
+    from vane.server.config import secure_privacy_settings
 
     with pytest.raises(PrivacyConfigError, match=words):
         secure_privacy_settings({"secure-aggregation": True, **config}, population=10)
 
 
 def test_secagg_accepts_device_clipping():
-    from vane.server.privacy import secure_privacy_settings
+    from vane.server.config import secure_privacy_settings
 
     settings = secure_privacy_settings({"dp-mode": "client", "noise-multiplier": 1.0}, population=10)
     assert settings.enabled and settings.dp_mode == "client"
@@ -133,7 +133,8 @@ def test_secagg_dp_noise_is_calibrated_to_the_survivors(secagg_run, monkeypatch)
     import math
 
     from vane.server.checkpoint import CheckpointStore
-    from vane.server.privacy import PrivacyLedger, PrivacySettings
+    from vane.server.config import PrivacySettings
+    from vane.server.privacy import PrivacyLedger
     from vane.shared.spec import ModelSpec
     from vane.simulations.audit import AuditConfig
 

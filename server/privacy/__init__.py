@@ -8,7 +8,6 @@ The settings (:class:`~vane.server.config.PrivacySettings`, :class:`~vane.server
 live with the other run_config settings in :mod:`vane.server.config`.
 """
 
-from vane.server.config import PrivacySettings, SecAggSettings, secure_privacy_settings
 from vane.server.privacy.accounting import PrivacyLedger, ReleaseAccounting, record_release, sampled_clients
 from vane.server.privacy.secagg import SecAggDeltaFedAvg, SecAggNoise, run_secure
 from vane.server.privacy.wrappers import CLIP_STATE_KEY, DeltaPrivacy, apply_privacy, budget_ledger, wrap_with_dp
@@ -17,16 +16,13 @@ __all__ = [
     "CLIP_STATE_KEY",
     "DeltaPrivacy",
     "PrivacyLedger",
-    "PrivacySettings",
     "ReleaseAccounting",
     "SecAggDeltaFedAvg",
     "SecAggNoise",
-    "SecAggSettings",
     "apply_privacy",
     "budget_ledger",
     "record_release",
     "run_secure",
     "sampled_clients",
-    "secure_privacy_settings",
     "wrap_with_dp",
 ]
