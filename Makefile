@@ -1,6 +1,7 @@
 # Vane: two commands from a fresh clone.
 #   make demo   the main job: a federated run on the built-in synthetic population
 #   make test   the test suite
+#   make test-fast   without the end-to-end runs marked slow (Flower simulations, deployment, audits)
 # Each creates the pinned .venv on first use, and again only when the pins change.
 
 PYTHON ?= python3.11
