@@ -145,32 +145,34 @@ class InterestTracker:
             raise
 
     def new_personal_state(self) -> PersonalState:
-        """An empty :class:`PersonalState` with this tracker's half-life and shift-detector settings.
-
-        Replay events into it (``update``/``update_many``) and ask :attr:`predictor` about it to get
-        the answers the tracker would have given after those events (the evaluation does this).
-        """
+        """An empty :class:`PersonalState` with this tracker's settings; replay events into it and ask
+        :attr:`predictor` about it for the answers the tracker would have given then (as the evaluation does)."""
         return PersonalState.new(self._half_life_s, self._detector_config)
 
     # ---- properties -----------------------------------------------------------------------------
     @property
     def store(self) -> EventStore:
+        """The encrypted event store."""
         return self._store
 
     @property
     def taxonomy(self) -> Taxonomy | None:
+        """The model's category vocabulary (None without one)."""
         return self._taxonomy
 
     @property
     def model_version(self) -> str | None:
+        """The label of the model in use."""
         return self._state.model_version
 
     @property
     def has_model(self) -> bool:
+        """Whether answers use the LSTM (else they say ``source="profile"``)."""
         return self._lstm.model is not None
 
     @property
     def spec(self) -> ModelSpec | None:
+        """The model's hyperparameters (None without a model)."""
         return self._lstm.model.spec if self._lstm.model is not None else None
 
     @property
@@ -211,14 +213,10 @@ class InterestTracker:
     def record(self, event: Event | Mapping[str, Any]) -> int | None:
         """Validate, store and learn from one event.
 
-        Returns
-        -------
-        int or None
-            The event's sequence number in the store, or None for a duplicate of the last kept event.
+        Returns its sequence number in the store, or None for a duplicate of the last kept event.
         """
-        ev = _as_event(event)
         with self._lock:
-            return self._state.record(ev)
+            return self._state.record(_as_event(event))
 
     def record_many(self, events: Iterable[Event | Mapping[str, Any]]) -> list[int]:
         """Record a batch all-or-nothing: one bad event stores none of them.
@@ -241,6 +239,7 @@ class InterestTracker:
             self._state.save()
 
     def close(self) -> None:
+        """Save the state and close the store."""
         with self._lock:
             try:
                 self._state.save()
