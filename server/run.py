@@ -197,7 +197,9 @@ class FederationRun:
             evaluate_config=evaluate,
             evaluate_fn=self.after_round,
         )
-        final = result.arrays[p.WEIGHTS_KEY].numpy() if result.arrays is not None else self.bundle.weights.flat
+        # Flower leaves the arrays empty when no round produced an update: the weights are unchanged.
+        trained = result.arrays is not None and p.WEIGHTS_KEY in result.arrays
+        final = result.arrays[p.WEIGHTS_KEY].numpy() if trained else self.bundle.weights.flat
         return self.outcome(s.num_server_rounds, Weights(self.bundle.spec.hash, final))
 
     def track_configs(self, train: Config, evaluate: Config) -> tuple[Config, Config]:
