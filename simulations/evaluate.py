@@ -68,15 +68,21 @@ from vane.simulations.candidates import (
 )
 from vane.simulations.centralised import train_centralised
 from vane.simulations.datasets import Dataset, load_dataset
-from vane.simulations.evaluate_baselines import evaluate_baseline
+from vane.simulations.evaluate_baselines import baseline_trace, evaluate_baseline
 from vane.simulations.evaluate_lstm import evaluate_local_lstm, evaluate_with_weights, initial_export
+from vane.simulations.evaluate_ranker import evaluate_reference, run_new_users, slices_section, test_sequences
+from vane.simulations.evaluate_slices import EventInfo, EventTrace
 from vane.simulations.federation import FederationResult
+from vane.simulations.ranker_reference import VARIANTS, RankerConfig
 from vane.simulations.split import Split, temporal_split, train_taxonomy
 
 logger = logging.getLogger("vane.simulations")
 
 LSTM_METHODS = ("local-lstm", "centralised-lstm", "federated-lstm")
-METHODS: tuple[str, ...] = (*BASELINES, *LSTM_METHODS)
+RANKER_METHODS: tuple[str, ...] = tuple(VARIANTS)
+METHODS: tuple[str, ...] = (*BASELINES, *RANKER_METHODS, *LSTM_METHODS)
+
+
 @dataclass
 class EvaluationConfig:
     """Everything that fixes one evaluation run.
@@ -115,6 +121,9 @@ class EvaluationConfig:
     mix_grid_step : float, default 0.1
         Resolution of the candidate blends the federated devices score (``mix-grid-step``; 0.1 is the
         central tuning's grid, 1,001 candidates).
+    new_users : bool, default True
+        Also run the new-user evaluation (users held out of training, their first 20 events) for the
+        baselines and the LightGBM reference among ``methods``.
     """
 
     dataset: str
@@ -136,6 +145,7 @@ class EvaluationConfig:
     tune_mix: bool = True
     mix_grid_step: float = 0.1
     num_cpus: int | None = None
+    new_users: bool = True
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -219,9 +229,17 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, progress: Call
             methods[name]["intensity_source"] = "derived: 1-(1-p)^H from the normalised scores"
             results["wall_seconds"][name] = time.perf_counter() - t0
             say(f"{name}: {_brief(methods[name])}")
+    traces = _run_traced_methods(config, split, candidates, results, say)
     lstm = [m for m in config.methods if m in LSTM_METHODS]
     if lstm:
         _run_lstm_methods(lstm, config, split, taxonomy, spec, candidates, out, results, say)
+    if traces:
+        results["slices"] = slices_section(traces, EventInfo.of(test_sequences(split)), methods, config.seed)
+    simple = [m for m in config.methods if m in BASELINES or m in VARIANTS]
+    if config.new_users and simple:
+        t0 = time.perf_counter()
+        results["new_users"] = run_new_users(split, simple, RankerConfig(seed=config.seed), config.seed, progress=say)
+        results["wall_seconds_new_users"] = time.perf_counter() - t0
     if config.dataset == "synthetic":
         from vane.simulations.drift import run_drift
 
@@ -235,6 +253,30 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, progress: Call
     results["outputs"] = [str(p) for p in write_report(results, out)]
     (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1), encoding="utf-8")
     return results
+
+
+def _run_traced_methods(config: EvaluationConfig, split: Split, candidates: ItemCandidates, results: dict[str, Any],
+                        say: Callable[[str], None]) -> dict[str, EventTrace]:
+    """The LightGBM reference, and every method's per-event ranks (baselines replayed once more, untimed)."""
+    traces: dict[str, EventTrace] = {}
+    sequences = test_sequences(split)
+    for name in config.methods:
+        if name in BASELINES:
+            predictor = BASELINES[name]()
+            predictor.fit(split.train)
+            traces[name] = baseline_trace(predictor, sequences)
+    ranker = [m for m in config.methods if m in VARIANTS]
+    if ranker:
+        t0 = time.perf_counter()
+        scored, ranker_traces = evaluate_reference(split, ranker, candidates, RankerConfig(seed=config.seed), say)
+        wall = time.perf_counter() - t0
+        for name in ranker:
+            results["methods"][name] = scored[name]
+            results["wall_seconds"][name] = wall
+            say(f"{name}: {_brief(scored[name])}")
+        results["wall_seconds_note"] = "the LightGBM variants share one pass (rows, fits, scoring): both show its total"
+        traces.update(ranker_traces)
+    return traces
 
 
 def _run_lstm_methods(names: list[str], config: EvaluationConfig, split: Split, taxonomy: Taxonomy,
@@ -309,6 +351,11 @@ def protocol_notes(config: EvaluationConfig, spec: ModelSpec) -> dict[str, str]:
         "item": f"SAMPLED: true item + {NUM_CANDIDATES - 1} items drawn by training popularity; score = P(category) "
                 f"+ {RECENCY_BONUS:g}*0.5^(events since the user last saw the item / {RECENCY_HALF_LIFE_EVENTS:g}) "
                 f"+ {POPULARITY_BONUS:g}*popularity/max; ties rank the true item last",
+        "lightgbm": "central reference: LightGBM lambdarank over the device's candidates (last 60 distinct, top-20 "
+                    "popular, top-20 population transitions; the rest by popularity) and their 49 features; population "
+                    "statistics out-of-fold by user for training rows (5 folds), all training users' training events "
+                    "for test rows; early stopping on validation events; strict: time features at the last event's "
+                    "time; query-time: at the predicted event's time",
         "lstm_path": "tracker prediction path: LiteRT softmax (other's mass to own out-of-taxonomy categories) "
                      "blended with short-memory, profile, transitions and the last event by a Mix: local and "
                      "centralised tuned on the pooled validation events, federated picked by its own federated "

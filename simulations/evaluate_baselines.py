@@ -7,15 +7,16 @@ reference, not a model of its own).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from vane.shared.events import OTHER
+from vane.shared.events import OTHER, Event
 from vane.shared.features import Featurizer
 from vane.shared.taxonomy import Taxonomy
 from vane.simulations.baselines import OnlinePredictor, best_rank
 from vane.simulations.candidates import ItemCandidates, sampled_item_rank
 from vane.simulations.collector import MethodCollector, intensity_targets
+from vane.simulations.evaluate_slices import EventTrace, explore_rank
 from vane.simulations.split import Split
 
 
@@ -68,6 +69,36 @@ def evaluate_baseline(
             row += 1
             predictor.observe(ev)
     return collector.result()
+
+
+def baseline_trace(predictor: OnlinePredictor, sequences: Sequence[tuple[Sequence[Event], Sequence[Event]]]
+                   ) -> EventTrace:
+    """Online ranks of a fitted baseline on ``sequences`` (per user: events before, scored events).
+
+    The same ranks as :func:`evaluate_baseline`'s on the test events, plus each explore rank: on events none
+    of whose categories the person has seen, the target's rank among the categories the person has not seen.
+    """
+    trace = EventTrace()
+    for before, scored in sequences:
+        predictor.reset()
+        seen: set[int] = set()
+        for ev in before:
+            predictor.observe(ev)
+            seen.update(predictor.known_indices(ev.categories))
+        for ev in scored:
+            scores = predictor.scores()
+            wanted = [c for c in ev.categories if c != OTHER]
+            targets = predictor.known_indices(wanted)
+            rank = best_rank(scores, targets) if targets else float("inf")
+            explore = float("nan")
+            if wanted and not any(predictor.index_of(c) in seen for c in wanted):
+                mask = np.zeros(scores.shape[0], dtype=bool)
+                mask[[i for i in seen if i < scores.shape[0]]] = True
+                explore = explore_rank(scores, targets, mask)
+            trace.add(rank, explore)
+            predictor.observe(ev)
+            seen.update(predictor.known_indices(ev.categories))
+    return trace
 
 
 def _probability_of(predictor: OnlinePredictor, probs: np.ndarray) -> Callable[[str], float]:

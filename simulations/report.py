@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vane.simulations.report_slices import render_slices
+
 CATEGORY_COLUMNS = ("hr@1", "hr@5", "hr@10", "ndcg@10", "mrr")
 INTENSITY_COLUMNS = ("accuracy", "recall", "f1", "roc_auc")
 ITEM_COLUMNS = ("item_hr@10", "item_ndcg@10")
@@ -42,7 +44,7 @@ def metrics_table(methods: Mapping[str, Mapping[str, Any]], walls: Mapping[str, 
 
 
 def _targets_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    baselines = {n: m for n, m in methods.items() if not n.endswith("lstm")}
+    baselines = {n: m for n, m in methods.items() if not n.endswith("lstm") and not n.startswith("lightgbm")}
     fed, central = methods.get("federated-lstm"), methods.get("centralised-lstm")
     lines = []
     if baselines and fed:
@@ -118,6 +120,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                          f"{_fmt(r.get('train', {}).get('train-loss'))} | "
                          + " | ".join(_fmt(ev.get(m)) for m in ROUND_METRICS)
                          + f" | {_fmt(ev.get('mix-hr@1'))} | {_fmt(ev.get('mix-mrr'))} | {blend} |")
+    lines += render_slices(results)
     if results.get("drift"):
         from vane.simulations.drift import render_drift_markdown
 
