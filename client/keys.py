@@ -3,9 +3,11 @@
 Key file format: 64 lowercase hex characters and a newline (32 random bytes), created with mode
 0600. Reading also accepts exactly 32 raw bytes. A key file readable by group or others is refused.
 
-A passphrase store keeps its scrypt salt and cost in its ``meta`` table (:func:`key_meta`); the
-cost read back from a file is bounded (:func:`scrypt_meta`), so a tampered file cannot ask for
-unbounded memory.
+A passphrase store keeps its scrypt salt and cost in its ``meta`` table (:func:`key_meta`). The
+cost read back from a file is capped at what Vane itself writes, :data:`DEFAULT_SCRYPT_PARAMS`, with
+a margin of 4x on ``n`` and 2x on ``p`` (:data:`MAX_SCRYPT_PARAMS`: at most 128 MiB and about half a
+second); anything above is refused before deriving (:func:`scrypt_meta`), so a tampered header
+cannot make an open spend seconds and gigabytes. New stores are held to the same cap.
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ from typing import Any
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from vane.shared.errors import KeyFileError
 
-__all__ = ["DEFAULT_SCRYPT_PARAMS", "KEY_LEN", "check_one_source", "key_from_file", "key_meta", "read_key_file",
-           "scrypt", "scrypt_meta", "write_key_file"]
+__all__ = [
+    "DEFAULT_SCRYPT_PARAMS",
+    "KEY_LEN",
+    "MAX_SCRYPT_PARAMS",
+    "check_key_path",
+    "check_one_source",
+    "key_from_file",
+    "key_meta",
+    "read_key_file",
+    "scrypt",
+    "scrypt_meta",
+    "write_key_file",
+]
 
 logger = logging.getLogger("vane.client")
 
@@ -29,8 +42,9 @@ KEY_LEN = 32
 SALT_LEN = 16
 #: scrypt cost (n, r, p) for new passphrase stores: about 32 MiB and 0.1 s.
 DEFAULT_SCRYPT_PARAMS: tuple[int, int, int] = (2**15, 8, 1)
-# Upper bounds for parameters read back from a (possibly tampered) file.
-_MAX_SCRYPT = (2**20, 32, 16)
+#: The highest cost accepted, written or read back (memory 128 * n * r * p bytes at most 256 MiB).
+MAX_SCRYPT_PARAMS: tuple[int, int, int] = (2**17, 8, 2)
+_MAX_SCRYPT = MAX_SCRYPT_PARAMS
 
 RandomBytes = Callable[[int], bytes]
 
@@ -66,13 +80,19 @@ def read_key_file(path: str | os.PathLike[str]) -> bytes:
     """
     name = os.fspath(path)
     try:
-        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO put where the key file should be must not block the open forever.
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except IsADirectoryError:
+        raise KeyFileError(f"key file {name!r} is a directory; expected a key file") from None
     except OSError as exc:
         raise KeyFileError(f"cannot open key file {name!r}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fh.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise KeyFileError(f"key file {name!r} is a directory; expected a key file")
         if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"key file {name!r} is not a regular file")
+            raise KeyFileError(f"key file {name!r} is not a regular file (a FIFO, socket or device); "
+                               "expected a key file")
         mode = stat.S_IMODE(info.st_mode)
         if os.name == "posix" and mode & 0o077:
             raise KeyFileError(
@@ -92,8 +112,28 @@ def read_key_file(path: str | os.PathLike[str]) -> bytes:
 
 
 
+def check_key_path(path: str | os.PathLike[str], create: bool) -> None:
+    """Raise :class:`KeyFileError` unless ``path`` can be read as a key file, or created (``create``).
+
+    Run before anything is created, so a bad key path leaves no store behind.
+    """
+    name = os.fspath(path)
+    if os.path.isdir(name):
+        raise KeyFileError(f"key file {name!r} is a directory; expected a key file")
+    if os.path.lexists(name):
+        return  # read_key_file checks the rest
+    if not create:
+        raise KeyFileError(f"cannot open key file {name!r}: it does not exist; expected the key file of this "
+                           "existing store")
+    parent = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(parent):
+        raise KeyFileError(f"cannot create key file {name!r}: its directory {parent!r} does not exist; "
+                           "expected an existing directory")
+
+
 def key_from_file(path: str | os.PathLike[str], random: RandomBytes, create: bool) -> bytes:
     """The key in ``path``; with ``create``, a new random key written there first if the file does not exist."""
+    check_key_path(path, create)
     if create and not os.path.lexists(path):
         key = random(KEY_LEN)
         write_key_file(path, key)

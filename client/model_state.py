@@ -109,11 +109,18 @@ class ModelState:
         }
 
     def restore(self, state: Mapping[str, Any]) -> bool:
-        """Load :meth:`to_dict`'s output; False (and nothing loaded) when it holds no state."""
-        if self.model is None or state.get("h") is None:
+        """Load :meth:`to_dict`'s output; False (and nothing loaded) when it holds no full state.
+
+        A state saved with no events behind it (all forgotten) has ``h`` but no ``interest``: it is not
+        loaded, and the state is rebuilt (as empty) instead.
+        """
+        if self.model is None or any(state.get(key) is None for key in ("h", "c", "interest", "intensity")):
             return False
-        self.h = np.asarray(state["h"], np.float32).reshape(1, -1)
-        self.c = np.asarray(state["c"], np.float32).reshape(1, -1)
-        self.interest = np.asarray(state["interest"], np.float32)
-        self.intensity = np.asarray(state["intensity"], np.float32)
+        h = np.asarray(state["h"], np.float32).reshape(1, -1)
+        c = np.asarray(state["c"], np.float32).reshape(1, -1)
+        interest = np.asarray(state["interest"], np.float32)
+        intensity = np.asarray(state["intensity"], np.float32)
+        if h.shape != c.shape or interest.ndim != 1 or intensity.ndim != 1:
+            return False
+        self.h, self.c, self.interest, self.intensity = h, c, interest, intensity
         return True

@@ -9,7 +9,8 @@ part of the store format and never change):
 ``tracker/weights``        trained or federated weights (:class:`~vane.shared.weights.Weights`)
 ``tracker/taxonomy``       the model's category vocabulary (JSON)
 ``tracker/mix``            the blend the federation recommended (JSON, ``MIX_FIELDS`` names)
-``tracker/state``          the answer cache: personal state and LSTM state (JSON)
+``tracker/state``          the answer cache: personal state and LSTM state (JSON); stored
+                           ``derived``, so forget and retention delete it with the events
 ``import/<hash of path>``  the newest visit time imported from one history file (ISO-8601)
 =========================  ===========================================================
 
@@ -97,8 +98,8 @@ class TrackerSlots:
         return json.loads(raw) if raw else None
 
     def save_state(self, state: dict[str, Any]) -> None:
-        """Keep the answer cache."""
-        self.store.put_state(STATE, json.dumps(state).encode())
+        """Keep the answer cache, marked as derived from the events (forget and retention delete it)."""
+        self.store.put_state(STATE, json.dumps(state).encode(), derived=True)
 
     @staticmethod
     def _cursor_name(path: str | os.PathLike[str]) -> str:

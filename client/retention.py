@@ -6,9 +6,11 @@ for good (zeroed rows, truncated WAL).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 
+from vane.shared.errors import ConfigError
 from vane.shared.events import Event
 
 
@@ -29,21 +31,27 @@ def forgotten(stored: Sequence[tuple[int, Event]], item_id: str | None, cutoff: 
 
 
 def check_retention(max_age_days: float | None, max_events: int | None) -> None:
-    """Raise ValueError unless the limits are None or numbers >= 0 (``max_events`` an int)."""
-    if max_age_days is not None and (not isinstance(max_age_days, (int, float)) or max_age_days < 0):
-        raise ValueError(f"max_age_days must be None or a number >= 0, got {max_age_days!r}")
+    """Raise :class:`ConfigError` unless the limits are None or finite numbers >= 0 (``max_events`` an int)."""
+    if max_age_days is not None and (isinstance(max_age_days, bool) or not isinstance(max_age_days, (int, float))
+                                     or not math.isfinite(max_age_days) or max_age_days < 0):
+        raise ConfigError(f"max_age_days must be None or a finite number of days >= 0, got {max_age_days!r}")
     if max_events is not None and (isinstance(max_events, bool) or not isinstance(max_events, int)
                                    or max_events < 0):
-        raise ValueError(f"max_events must be None or an int >= 0, got {max_events!r}")
+        raise ConfigError(f"max_events must be None or an int >= 0, got {max_events!r}")
 
 
 def beyond_retention(stored: Sequence[tuple[int, Event]], max_age_days: float | None, max_events: int | None,
                      now: float) -> list[int]:
-    """Sequence numbers, ascending, of events older than ``max_age_days`` or before the newest ``max_events``."""
+    """Sequence numbers, ascending, of events older than ``max_age_days`` or not among the newest ``max_events``.
+
+    "Newest" is by event time (ties by sequence number), not by the order events were stored in: an
+    imported history is stored after newer live events.
+    """
     doomed: set[int] = set()
     if max_age_days is not None:
         cutoff = now - max_age_days * 86400.0
         doomed.update(seq for seq, e in stored if e.unix_time < cutoff)
     if max_events is not None and len(stored) > max_events:
-        doomed.update(seq for seq, _ in stored[: len(stored) - max_events])
+        by_time = sorted(stored, key=lambda item: (item[1].unix_time, item[0]))
+        doomed.update(seq for seq, _ in by_time[: len(stored) - max_events])
     return sorted(doomed)

@@ -6,9 +6,12 @@ kind and to its sequence number or state slot (:mod:`vane.client.sealing`), unde
 a key file, a passphrase or the caller (:mod:`vane.client.keys`). Only sequence numbers and opaque
 slot ids are stored in the clear.
 
-Every authentication failure -- wrong key, a flipped byte, a moved row, a
-truncated or corrupt file -- raises one :class:`StoreIntegrityError` with one
-fixed message, and never returns partial data.
+Every authentication failure -- wrong key, a flipped byte, a moved, deleted or renumbered row, an
+older state blob put back, a truncated or corrupt file -- raises one :class:`StoreIntegrityError`
+with one fixed message, and never returns partial data. Rows are checked against the sealed head
+record (:mod:`vane.client.store_head`); only the whole file replaced by an older copy of itself goes
+undetected. One open store owns the file (:mod:`vane.client.store_lock`): a second open raises
+:class:`~vane.shared.errors.StoreInUseError` naming the owner's PID.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from vane.client.files import write_export
 from vane.client.keys import (
     DEFAULT_SCRYPT_PARAMS,
     RandomBytes,
@@ -35,9 +39,22 @@ from vane.client.keys import (
     write_key_file,
 )
 from vane.client.retention import beyond_retention, check_retention, forgotten, to_unix
-from vane.client.sealing import FORMAT, Sealer, new_store_meta, sealer_from_meta
-from vane.client.store_file import check_file_length, connect, create_schema, opaque, transaction, write_private
-from vane.shared.errors import StoreError, StoreIntegrityError
+from vane.client.sealing import FORMAT, Sealer, new_store_meta
+from vane.client.store_file import opaque, transaction
+from vane.client.store_head import Head, read_head
+from vane.client.store_lock import StoreLock
+from vane.client.store_open import open_store_file
+from vane.client.store_rows import (
+    check_event,
+    check_event_rows,
+    delete_events,
+    delete_state_row,
+    insert_events,
+    put_state_row,
+    read_state_records,
+    reseal,
+)
+from vane.shared.errors import StoreError
 from vane.shared.events import Event
 
 __all__ = ["DEFAULT_SCRYPT_PARAMS", "EventStore", "read_key_file", "write_key_file"]
@@ -54,7 +71,8 @@ class EventStore:
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path, store_id: bytes, sealer: Sealer,
-                 clock: Clock, random: RandomBytes, scrypt_params: tuple[int, int, int]) -> None:
+                 clock: Clock, random: RandomBytes, scrypt_params: tuple[int, int, int],
+                 owner: StoreLock | None = None, head: Head | None = None) -> None:
         self._conn: sqlite3.Connection | None = conn
         self._path = path
         self._store_id = store_id
@@ -63,6 +81,8 @@ class EventStore:
         self._random = random
         self._scrypt_params = scrypt_params
         self._lock = threading.RLock()
+        self._owner = owner
+        self._generation = 0 if head is None else head.generation
 
     # ---- opening
 
@@ -109,12 +129,21 @@ class EventStore:
             corrupt page anywhere fails now rather than on a later read
             (about 0.7 s per million events).
 
+        Every open owns the file until :meth:`close`: it takes the lock ``STORE.lock`` (holding its
+        PID), and a second open anywhere fails with :class:`StoreInUseError`. The head record is
+        checked against every row (a store written before the head gets one now).
+
         Raises
         ------
         StoreIntegrityError
-            Wrong key, or a damaged, truncated or foreign file.
+            Wrong key, a damaged, truncated or foreign file, a row missing or added, an older state
+            blob, or a scrypt cost above :data:`~vane.client.keys.MAX_SCRYPT_PARAMS`.
+        StoreInUseError
+            Another open store (in this or another process) owns the file.
+        StoreError
+            ``path`` is a directory, a FIFO or another non-file, or a new store's directory is missing.
         KeyFileError
-            The key file is unsafe, malformed, or missing for an existing store.
+            The key file is unsafe, malformed, a directory, or missing for an existing store.
         ValueError
             Not exactly one key source, or a bad argument.
         """
@@ -122,27 +151,9 @@ class EventStore:
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         db_path = Path(path)
-        exists = db_path.exists()
-        master = key
-        if key_file is not None:
-            master = key_from_file(key_file, random, create=not exists)
-        if exists:
-            check_file_length(db_path)
-        conn = connect(db_path, synchronous.upper())
-        try:
-            with opaque():
-                if exists:
-                    if check_file and conn.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
-                        raise StoreIntegrityError()
-                    meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-                    store_id, sealer = sealer_from_meta(meta, master, passphrase, random)
-                else:
-                    meta, store_id, sealer = new_store_meta(master, passphrase, random, scrypt_params)
-                    create_schema(conn, meta)
-        except BaseException:
-            conn.close()
-            raise
-        return cls(conn, db_path, store_id, sealer, clock, random, scrypt_params)
+        conn, store_id, sealer, owner, head = open_store_file(
+            db_path, key_file, passphrase, key, random, scrypt_params, synchronous.upper(), check_file)
+        return cls(conn, db_path, store_id, sealer, clock, random, scrypt_params, owner, head)
 
     # ---- plumbing
 
@@ -158,41 +169,32 @@ class EventStore:
 
     def _read_events(self, since_seq: int = 0, limit: int | None = None) -> list[tuple[int, Event]]:
         # Fetch every row first and decrypt all of them: any failure raises before anything is returned.
+        # The rows are checked against the head, so events() never hides a row count() counts.
         with opaque():
-            rows = self._db().execute(
+            conn = self._db()
+            head = read_head(conn, self._sealer)
+            rows = conn.execute(
                 "SELECT seq, sealed FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (since_seq, -1 if limit is None else limit),
+                (max(since_seq, -1), -1 if limit is None else limit),
             ).fetchall()
+            check_event_rows(head, self._sealer, rows, whole=since_seq < 1 and limit is None)
             return [(seq, self._sealer.open_event(seq, sealed)) for seq, sealed in rows]
 
     def _read_states(self) -> dict[str, bytes]:
+        return {name: blob for name, (blob, _) in self._read_state_records().items()}
+
+    def _read_state_records(self) -> dict[str, tuple[bytes, int]]:
         with opaque():
-            out: dict[str, bytes] = {}
-            for slot, sealed in self._db().execute("SELECT slot, sealed FROM state").fetchall():
-                name, blob = self._sealer.open_state(slot, sealed)
-                out[name] = blob
-            return out
-
-    @staticmethod
-    def _check_event(event: object, where: str) -> Event:
-        if not isinstance(event, Event):
-            raise TypeError(
-                f"{where} expects a vane.shared.events.Event, got {type(event).__name__}; "
-                "build one with Event.create(...) or Event.from_dict(...)"
-            )
-        return event
-
-    def _next_seq(self, conn: sqlite3.Connection) -> int:
-        # sqlite_sequence remembers the highest seq ever used, so a forgotten seq is never reused.
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return (row[0] if row else 0) + 1
+            return read_state_records(self._db(), self._sealer)
 
     def _delete(self, seqs: list[int]) -> int:
+        # One transaction: the events, the state derived from them, and the head; then scrub the file.
         if not seqs:
             return 0
         with self._lock, opaque():
             with transaction(self._db()) as conn:
-                conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+                head = delete_events(conn, self._sealer, seqs)
+            self._generation = head.generation
             self._scrub_wal()
         return len(seqs)
 
@@ -201,32 +203,41 @@ class EventStore:
         if busy:
             logger.warning("WAL checkpoint of %s was blocked by a reader; deleted rows may linger", self._path)
 
+    def scrub(self) -> None:
+        """Truncate the WAL now: no older copy of a replaced or deleted record stays in any file."""
+        with self._lock, opaque():
+            self._scrub_wal()
+
+    @property
+    def generation(self) -> int:
+        """How many deletions (forget, retention) the store has seen: derived state must follow it."""
+        return self._generation
+
     # ---- events
 
     def append(self, event: Event) -> int:
-        """Store one event durably and return its sequence number."""
-        event = self._check_event(event, "append()")
-        with self._lock, opaque():
-            with transaction(self._db()) as conn:
-                seq = self._next_seq(conn)
-                sealed = self._sealer.seal_event(seq, event)
-                conn.execute("INSERT INTO events(seq, sealed) VALUES (?, ?)", (seq, sealed))
-        return seq
+        """Store one event durably and return its sequence number.
+
+        Raises
+        ------
+        EventValidationError
+            The event would not read back as an equal, valid event (then nothing is stored).
+        """
+        return self.append_many([check_event(event, "append()")])[0]
 
     def append_many(self, events: Iterable[Event]) -> list[int]:
-        """Store several events in one transaction: all of them or, on any error, none."""
-        batch = [self._check_event(e, f"append_many() item {i}") for i, e in enumerate(events)]
+        """Store several events in one transaction: all of them or, on any error, none.
+
+        Each is checked to read back unchanged first (:meth:`Sealer.encode_event`), so a record that
+        could not be read back is never written.
+        """
+        batch = [check_event(e, f"append_many() item {i}") for i, e in enumerate(events)]
         if not batch:
             return []
+        encoded = [self._sealer.encode_event(e) for e in batch]
         with self._lock, opaque():
             with transaction(self._db()) as conn:
-                first = self._next_seq(conn)
-                seqs = list(range(first, first + len(batch)))
-                conn.executemany(
-                    "INSERT INTO events(seq, sealed) VALUES (?, ?)",
-                    [(seq, self._sealer.seal_event(seq, e)) for seq, e in zip(seqs, batch, strict=True)],
-                )
-        return seqs
+                return insert_events(conn, self._sealer, encoded)
 
     def events(self, since_seq: int = 0, limit: int | None = None) -> list[tuple[int, Event]]:
         """Events with ``seq > since_seq`` in order, at most ``limit`` of them, as ``(seq, event)``."""
@@ -236,9 +247,9 @@ class EventStore:
             return self._read_events(since_seq, limit)
 
     def count(self) -> int:
-        """How many events are stored."""
+        """How many events are stored: the head's count, which :meth:`events` checks it returns."""
         with self._lock, opaque():
-            return int(self._db().execute("SELECT count(*) FROM events").fetchone()[0])
+            return read_head(self._db(), self._sealer).count
 
     def last_seq(self) -> int:
         """The highest stored sequence number, 0 when empty."""
@@ -247,34 +258,37 @@ class EventStore:
 
     # ---- state blobs
 
-    def put_state(self, name: str, blob: bytes) -> None:
-        """Store (or replace) the state blob called ``name``, e.g. ``"lstm_state"``."""
+    def put_state(self, name: str, blob: bytes, *, derived: bool = False) -> None:
+        """Store (or replace) the state blob called ``name``, e.g. ``"lstm_state"``.
+
+        ``derived=True`` marks a blob computed from the events (a profile, an LSTM state): forget and
+        retention delete it with the events, in the same transaction, for its owner to rebuild.
+        """
         if not isinstance(name, str) or not name or len(name.encode("utf-8")) > 1024:
             raise ValueError(f"state name must be a non-empty str of at most 1024 bytes, got {name!r}")
         if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise TypeError(f"state blob must be bytes, got {type(blob).__name__}")
         with self._lock, opaque():
-            slot, sealed = self._sealer.seal_state(name, bytes(blob))
             with transaction(self._db()) as conn:
-                conn.execute("INSERT OR REPLACE INTO state(slot, sealed) VALUES (?, ?)", (slot, sealed))
+                put_state_row(conn, self._sealer, name, bytes(blob), derived)
 
     def get_state(self, name: str) -> bytes | None:
         """The state blob called ``name``, or None if there is none."""
         with self._lock, opaque():
             slot = self._sealer.slot(name)
-            row = self._db().execute("SELECT sealed FROM state WHERE slot = ?", (slot,)).fetchone()
+            conn = self._db()
+            row = conn.execute("SELECT sealed FROM state WHERE slot = ?", (slot,)).fetchone()
             if row is None:
                 return None
-            _, blob = self._sealer.open_state(slot, row[0])
-            return blob
+            return self._sealer.open_state_record(slot, row[0])[1]
 
     def delete_state(self, name: str) -> bool:
         """Delete the state blob called ``name`` for good; True if there was one."""
         with self._lock, opaque():
             with transaction(self._db()) as conn:
-                gone = conn.execute("DELETE FROM state WHERE slot = ?", (self._sealer.slot(name),)).rowcount
+                gone = delete_state_row(conn, self._sealer, name)
             self._scrub_wal()
-        return bool(gone)
+        return gone
 
     # ---- forgetting and retention
 
@@ -293,25 +307,24 @@ class EventStore:
 
         Criteria combine with OR. Deleted rows are zeroed (``secure_delete``) and the
         WAL is checkpointed and truncated so they leave no copy on disk. State blobs
-        are left to their owner, who rebuilds them (see :meth:`delete_state`).
+        stored with ``derived=True`` go in the same transaction (their owner rebuilds
+        them; :attr:`generation` tells it to); other blobs stay.
         """
         if item_id is None and before is None and not everything:
             raise ValueError("forget() needs item_id=, before= or everything=True; refusing to guess")
         cutoff = None if before is None else to_unix(before, "before")
         with self._lock:
+            stored = self._read_events()
             if everything:
-                with opaque():
-                    with transaction(self._db()) as conn:
-                        gone = conn.execute("DELETE FROM events").rowcount
-                    self._scrub_wal()
-                return int(gone)
-            return self._delete(forgotten(self._read_events(), item_id, cutoff))
+                return self._delete([seq for seq, _ in stored])
+            return self._delete(forgotten(stored, item_id, cutoff))
 
     def apply_retention(self, max_age_days: float | None = None, max_events: int | None = None,
                         now: datetime | float | None = None) -> int:
-        """Delete events older than ``max_age_days`` and all but the newest ``max_events``.
+        """Delete events older than ``max_age_days`` and all but the newest ``max_events`` (by event time).
 
-        ``now`` defaults to the store's clock. Returns how many events were deleted.
+        ``now`` defaults to the store's clock. Returns how many events were deleted; they go for good,
+        with the derived state blobs, as in :meth:`forget`.
         """
         check_retention(max_age_days, max_events)
         current = self._clock() if now is None else to_unix(now, "now")
@@ -338,7 +351,7 @@ class EventStore:
                        for name, blob in sorted(states.items())},
         }
         if path is not None:
-            write_private(Path(path), json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
+            write_export(path, json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"), self._path)
         return data
 
     # ---- keys
@@ -356,18 +369,12 @@ class EventStore:
             master = key_from_file(new_key_file, self._random, create=True)
         meta, _, new = new_store_meta(master, new_passphrase, self._random, self._scrypt_params, self._store_id)
         with self._lock:
-            stored, states = self._read_events(), self._read_states()
+            stored, states = self._read_events(), self._read_state_records()
             with opaque():
                 with transaction(self._db()) as conn:
                     conn.execute("DELETE FROM meta WHERE name IN ('kdf', 'salt', 'scrypt_n', 'scrypt_r', 'scrypt_p')")
                     conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", sorted(meta.items()))
-                    conn.executemany(
-                        "UPDATE events SET sealed = ? WHERE seq = ?",
-                        [(new.seal_event(seq, e), seq) for seq, e in stored],
-                    )
-                    conn.execute("DELETE FROM state")
-                    for name, blob in states.items():
-                        conn.execute("INSERT INTO state(slot, sealed) VALUES (?, ?)", new.seal_state(name, blob))
+                    reseal(conn, self._sealer, new, stored, states)
                 self._sealer = new
                 self._scrub_wal()
 
@@ -385,6 +392,8 @@ class EventStore:
                 logger.warning("final WAL checkpoint of %s failed", self._path)
             finally:
                 conn.close()
+                if self._owner is not None:
+                    self._owner.release()
 
     def __enter__(self) -> EventStore:
         return self

@@ -2,9 +2,12 @@
 
 Layout::
 
-    meta(name TEXT PRIMARY KEY, value BLOB)     format, store_id, kdf, salt, scrypt n/r/p, key_check
+    meta(name TEXT PRIMARY KEY, value BLOB)     format, store_id, kdf, salt, scrypt n/r/p, key_check, head
     events(seq INTEGER PRIMARY KEY AUTOINCREMENT, sealed BLOB)
     state(slot BLOB PRIMARY KEY, sealed BLOB)   slot = HMAC-SHA256(mac_key, name)
+
+``head`` is the sealed head record (:mod:`vane.client.store_head`). :func:`check_store_path` refuses
+a path that cannot be a store (a directory, a FIFO, a missing directory) before anything is created.
 
 Every storage or decoding failure inside :func:`opaque` becomes the one
 :class:`~vane.shared.errors.StoreIntegrityError` (a locked database is a :class:`StoreError` that
@@ -16,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from vane.shared.errors import StoreError, StoreIntegrityError
+from vane.shared.errors import StoreError, StoreIntegrityError, VaneError
 
 SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -35,7 +39,7 @@ def opaque() -> Iterator[None]:
     """Turn every storage or decoding failure into the one opaque error."""
     try:
         yield
-    except StoreIntegrityError:
+    except VaneError:  # already says what went wrong (EventValidationError, StoreError, ...)
         raise
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
@@ -43,6 +47,42 @@ def opaque() -> Iterator[None]:
         raise StoreIntegrityError() from None
     except (sqlite3.DatabaseError, InvalidTag, ValueError, KeyError, TypeError, struct.error):
         raise StoreIntegrityError() from None
+
+
+def check_store_path(path: Path) -> bool:
+    """Whether the store ``path`` exists; raise :class:`StoreError` for a path that cannot be a store.
+
+    Refused, naming the path and what was expected, before anything is created: a directory, a FIFO,
+    socket or device (opening a FIFO would block forever), a dangling symbolic link, and a new store
+    in a directory that does not exist.
+    """
+    name = str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise StoreError(f"store path {name!r} is a dangling symbolic link; expected a store file "
+                             "or a new path") from None
+        parent = path.absolute().parent
+        if not parent.is_dir():
+            raise StoreError(f"cannot create the store {name!r}: its directory {str(parent)!r} does not exist; "
+                             "expected an existing directory") from None
+        return False
+    except OSError as exc:
+        raise StoreError(f"cannot use the store path {name!r}: {exc.strerror}; expected a store file") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise StoreError(f"store path {name!r} is a directory; expected a store file (e.g. {name}/vane.db)")
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError(f"store path {name!r} is not a regular file (a FIFO, socket or device); "
+                         "expected a store file")
+    return True
+
+
+def remove_new_store(path: Path) -> None:
+    """Remove what a failed first open of ``path`` created (the file and its sidecars)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(OSError):
+            os.unlink(path.with_name(path.name + suffix))
 
 
 def check_file_length(path: Path) -> None:

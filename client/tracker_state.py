@@ -4,6 +4,11 @@ It pairs the model-free :class:`~vane.client.personal.PersonalState` with the LS
 :class:`~vane.client.model_state.ModelState`. Both are caches of replaying the stored events in
 order: the saved copy (``tracker/state``) is written every ``persist_every`` events and on close,
 and opening replays the events stored after it, so a crash costs only a short catch-up.
+
+Deleting events (forget, retention) deletes the saved copy in the same store transaction and bumps
+the store's :attr:`~vane.client.store.EventStore.generation`; the state is then rebuilt from the
+remaining events before anything reads or saves it (:meth:`TrackerState.sync`), so no forgotten id,
+title or count survives in memory, in the answers or on disk.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class TrackerState:
         self.unsaved = 0
         #: Save after this many new events (the saved state is a cache; see the module docstring).
         self.persist_every = 128
+        self.generation = store.generation
 
     def record(self, event: Event) -> int | None:
         """Store ``event`` and take it, unless it is a duplicate of the last kept event (then None).
@@ -95,8 +101,14 @@ class TrackerState:
         if self.unsaved >= self.persist_every:
             self.save()
 
+    def sync(self) -> None:
+        """Rebuild everything from the stored events if some were deleted since the state was built."""
+        if self.generation != self._store.generation:
+            self.replay()
+
     def refresh(self) -> None:
-        """Rebuild the LSTM state from the whole stored history if it is stale."""
+        """Bring the state in line with the store: replay after deletions, rebuild a stale LSTM state."""
+        self.sync()
         if self.lstm.stale:
             self.rebuild_model()
 
@@ -106,10 +118,12 @@ class TrackerState:
 
     def replay(self) -> None:
         """Rebuild everything from the stored events (after some were deleted)."""
+        self.generation = self._store.generation
         self.personal = self._new_personal()
-        for seq, ev in self._store.events():
-            self.personal.update(seq, ev)
-        self.rebuild_model()
+        stored = self._store.events()
+        if stored:
+            self.personal.update_many(stored)
+        self.lstm.rebuild([ev for _, ev in stored] if self.lstm.model is not None else [])
 
     def save(self) -> None:
         """Persist the state, labelled with the model version it was computed with."""
@@ -118,6 +132,15 @@ class TrackerState:
                                  **self.lstm.to_dict()}
         self.slots.save_state(state)
         self.unsaved = 0
+
+    def delete(self, deletion: Callable[[], int]) -> int:
+        """Run a store deletion (``forget``, ``apply_retention``), then at once rebuild from the remaining
+        events, save, and scrub the file of every older copy; returns how many went."""
+        removed = deletion()
+        self.replay()
+        self.save()
+        self._store.scrub()
+        return removed
 
     def load(self, fresh_model: bool) -> None:
         """Restore the saved state and catch up on the events stored after it.

@@ -13,6 +13,7 @@
     ├── ModelError                a LiteRT model cannot be loaded or called
     ├── StoreError                the encrypted store cannot be used
     │   ├── StoreIntegrityError   opaque: wrong key, tampered or truncated data
+    │   ├── StoreInUseError       another process has the store open
     │   └── KeyFileError          a key file is missing, unsafe or malformed
     ├── HistoryImportError        a browser history file cannot be imported
     └── DatasetError              a dataset file is missing or malformed
@@ -80,6 +81,17 @@ class StoreIntegrityError(StoreError):
 
     def __init__(self) -> None:
         super().__init__("the store could not be authenticated: wrong key, or damaged data")
+
+
+class StoreInUseError(StoreError):
+    """Another process (its PID in the message and in :attr:`pid`) has the store open for writing."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        who = f"PID {pid}" if pid is not None else "another process"
+        super().__init__(f"store {path!r} is in use by {who}; close it there (or ask that app to do this) "
+                         "and retry")
 
 
 class KeyFileError(StoreError):

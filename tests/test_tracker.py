@@ -71,10 +71,13 @@ def test_record_many_with_a_bad_event_stores_nothing(tmp_path: Path, small_train
 def test_missing_data_rules(tmp_path: Path) -> None:
     tracker = open_tracker(tmp_path, None, None)
     with pytest.raises(EventValidationError, match="item_id"):
-        tracker.record({"timestamp": T0.isoformat()})
-    seq = tracker.record({"item_id": "a", "timestamp": T0.isoformat()})
-    assert tracker.record({"item_id": "a", "timestamp": (T0 + timedelta(seconds=0.4)).isoformat()}) is None
-    assert tracker.record({"item_id": "a", "timestamp": (T0 + timedelta(seconds=3)).isoformat()}) is not None
+        tracker.record({"timestamp": T0.isoformat(), "kind": "view"})
+    with pytest.raises(EventValidationError, match=r"'kind'.*required"):
+        tracker.record({"item_id": "a", "timestamp": T0.isoformat()})
+    seq = tracker.record({"item_id": "a", "timestamp": T0.isoformat(), "kind": "view"})
+    later = [{"item_id": "a", "timestamp": (T0 + timedelta(seconds=s)).isoformat(), "kind": "view"} for s in (0.4, 3)]
+    assert tracker.record(later[0]) is None
+    assert tracker.record(later[1]) is not None
     stored = dict(tracker.store.events())[seq]
     assert stored.categories == ("other",) and stored.dwell_s is None
     assert tracker.store.count() == 2
@@ -226,7 +229,7 @@ from datetime import datetime, timezone
 from vane.client.tracker import InterestTracker
 t = InterestTracker.open({str(tmp_path / 's.db')!r}, key_file={str(tmp_path / 'k')!r},
                          model={str(tmp_path / 'm.tflite')!r}, taxonomy={str(tmp_path / 'tax.json')!r})
-t.record({{"item_id": "a", "categories": ["news"], "timestamp": datetime.now(timezone.utc)}})
+t.record({{"item_id": "a", "categories": ["news"], "timestamp": datetime.now(timezone.utc), "kind": "view"}})
 t.predict(); t.interests(); t.close()
 print("tensorflow" in sys.modules)
 """
