@@ -1,9 +1,8 @@
 """``InterestTracker``: the SDK an app embeds.
 
-One tracker owns one encrypted :class:`~vane.client.store.EventStore`. Each
-recorded event is validated, sealed into the store, featurised and pushed
-through the LiteRT ``step`` signature, so the LSTM state advances in constant
-time per event. The answers (:meth:`interests`, :meth:`predict`,
+One tracker owns one encrypted :class:`~vane.client.store.EventStore` (and, while open, its file). Each
+recorded event is validated, sealed into the store, featurised and pushed through the LiteRT ``step`` signature,
+so the LSTM state advances in constant time per event. The answers (:meth:`interests`, :meth:`predict`,
 :meth:`shifts`, :meth:`recommend`) read that cached state.
 
 Rules for missing and duplicate data
@@ -14,14 +13,13 @@ Rules for missing and duplicate data
       :meth:`record`, :meth:`record_many` and history imports): it is not
       stored and :meth:`record` returns ``None``.
 
-Without a model the tracker answers from the decayed profile, a short-memory
-profile and this person's first-order transitions, and every answer says
-``source="profile"``.
+Without a model the tracker answers from the decayed profile, a short-memory profile and this person's
+first-order transitions, and every answer says ``source="profile"``.
 
-The pieces, one concern each: :mod:`~vane.client.tracker_state` (the personal and
-LSTM state kept in step with the store), :mod:`~vane.client.predictor` (the blended
-answers, ``Mix``), :mod:`~vane.client.training` (on-device training and local
-evaluation) and :mod:`~vane.client.persistence` (what the store keeps besides events).
+The pieces, one concern each: :mod:`~vane.client.tracker_state` (the personal and LSTM state kept in step with
+the store, also after forget and retention), :mod:`~vane.client.predictor` (the blended answers, ``Mix``),
+:mod:`~vane.client.training` (on-device training and local evaluation) and :mod:`~vane.client.persistence`
+(what the store keeps besides events).
 """
 
 from __future__ import annotations
@@ -31,10 +29,10 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vane.client.answers import Prediction, Recommendation
+from vane.client.files import write_export
 from vane.client.model_state import ModelState
 from vane.client.persistence import ModelSource, TaxonomySource, TrackerSlots, choose_model
 from vane.client.personal import PersonalState
@@ -43,11 +41,10 @@ from vane.client.profile import InterestProfile
 from vane.client.runtime import LiteModel
 from vane.client.shifts import Shift
 from vane.client.store import EventStore
-from vane.client.store_file import write_private
 from vane.client.tracker_state import TrackerState
 from vane.client.training import TrainResult, evaluate_local, holdout_size, train_local
 from vane.shared.errors import ConfigError, EventValidationError, TaxonomyError
-from vane.shared.events import DUPLICATE_WINDOW_S, Event
+from vane.shared.events import DUPLICATE_WINDOW_S, Event, check_not_future
 from vane.shared.features import Featurizer
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
@@ -60,9 +57,9 @@ __all__ = ["DUPLICATE_WINDOW_S", "InterestTracker", "Mix", "Prediction", "Recomm
 
 def _as_event(event: Event | Mapping[str, Any]) -> Event:
     if isinstance(event, Event):
-        return event
+        return check_not_future(event)
     if isinstance(event, Mapping):
-        return Event.from_dict(event)
+        return check_not_future(Event.from_dict(event))
     raise EventValidationError("event", event, "an Event or a mapping of event fields")
 
 
@@ -271,6 +268,7 @@ class InterestTracker:
     def shifts(self) -> list[Shift]:
         """Detected interest shifts, oldest first."""
         with self._lock:
+            self._state.sync()
             return list(self._state.personal.detector.shifts)
 
     def recommend(self, candidates: Iterable[Candidate], k: int = 10) -> list[Recommendation]:
@@ -285,12 +283,15 @@ class InterestTracker:
 
     # ---- forgetting and export ------------------------------------------------------------------
     def forget(self, item_id: str | None = None, before: Any = None, everything: bool = False) -> int:
-        """Delete events for good and rebuild the state without them."""
+        """Delete events for good and rebuild the state at once: gone from events, answers, exports and disk."""
         with self._lock:
-            removed = self._store.forget(item_id=item_id, before=before, everything=everything)
-            self._state.replay()
-            self._state.save()
-            return removed
+            return self._state.delete(lambda: self._store.forget(item_id, before, everything))
+
+    def apply_retention(self, max_age_days: float | None = None, max_events: int | None = None, now: Any = None) -> int:
+        """Delete events older than ``max_age_days`` and all but the newest ``max_events`` (by event time),
+        rebuilding the state at once as :meth:`forget` does. Returns how many went."""
+        with self._lock:
+            return self._state.delete(lambda: self._store.apply_retention(max_age_days, max_events, now))
 
     def export(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The person's own data as JSON: events, profile, predictions and shifts."""
@@ -302,7 +303,7 @@ class InterestTracker:
             data["shifts"] = [s.to_dict() for s in self.shifts()]
             data["model_version"] = self._state.model_version
             if path is not None:
-                write_private(Path(path), json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
+                write_export(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"), self._store.path)
             return data
 
     # ---- browser history ------------------------------------------------------------------------
