@@ -11,14 +11,18 @@ stays as light as the device SDK; ``vane --help`` loads them all to list them.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from vane.client.cli_client import client_app
+from vane.client.cli_views import literal
 from vane.shared.errors import VaneError
 
 #: The entry-point group other packages register their commands under.
@@ -87,17 +91,52 @@ def _unavailable(name: str, exc: ImportError) -> typer.Typer:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point.
+    """Console-script entry point; exits with :func:`run`'s code.
 
     Parameters
     ----------
     argv : sequence of str, optional
         The arguments after ``vane``; ``sys.argv[1:]`` by default.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    app = build_app(args)
+    sys.exit(run(list(sys.argv[1:] if argv is None else argv)))
+
+
+def run(args: list[str]) -> int:
+    """Run the command ``args`` names and return its exit code.
+
+    Exit codes: 0 success, 1 a runtime error (a :class:`VaneError` or an operating-system error),
+    2 a usage error (an unknown command or option, a value of the wrong form). An error is one line
+    on stderr (``error: …``), or, when ``--json`` was given, one JSON object
+    ``{"error": message, "type": class name}``; never a traceback.
+    """
+    as_json = "--json" in args
     try:
-        app(args=args, prog_name="vane")
+        result = build_app(args)(args=args, prog_name="vane", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        err.print(Text(exc.format_message()))
+        return 2
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        return _report("aborted", "Abort", as_json, 1)
+    except click.exceptions.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+        return _report(f"{where}{exc.format_message()} (see --help)", type(exc).__name__, as_json, 2)
+    except click.exceptions.ClickException as exc:
+        return _report(exc.format_message(), type(exc).__name__, as_json, 1)
     except VaneError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(2)
+        return _report(str(exc), type(exc).__name__, as_json, 1)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename is not None else ""
+        return _report(f"{exc.strerror or exc}{where}", type(exc).__name__, as_json, 1)
+    return result if isinstance(result, int) else 0
+
+
+def _report(message: str, kind: str, as_json: bool, code: int) -> int:
+    """Print one error line (or one JSON object) on stderr and return ``code``."""
+    one_line = " ".join(message.split())
+    if as_json:
+        print(json.dumps({"error": literal(one_line), "type": kind}), file=sys.stderr)
+    else:
+        err.print(Text.assemble(("error:", "red"), " ", literal(one_line)), soft_wrap=True)
+    return code

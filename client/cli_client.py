@@ -8,7 +8,7 @@ Each has a ``--json`` form for scripts.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from vane.client.cli_views import cell, import_table, json_text, profile_views
+from vane.client.files import check_destination, store_files
 
 client_app = typer.Typer(no_args_is_help=True)
 out = Console()
@@ -43,8 +44,15 @@ def _open(store: Path, key_file: Path | None, passphrase_env: str | None, must_e
     return InterestTracker.open(store, key_file=key_file or store.with_name(store.name + ".key"))
 
 
+def _remove_new_files(paths: list[Path]) -> None:
+    """Remove the store, sidecars and key file that a failed first import created (and nothing else)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=1, default=str))
+    print(json_text(data))
 
 
 @client_app.command()
@@ -57,31 +65,8 @@ def profile(store: StoreOpt, key_file: KeyOpt = None, passphrase_env: PassOpt = 
         _print_json({"interests": interests.to_dict(), "prediction": prediction.to_dict(),
                      "shifts": [s.to_dict() for s in shifts]})
         return
-    table = Table(title=f"Interests now ({interests.source}, {interests.events_seen} events)")
-    for col in ("category", "score", "profile share", "model", "because of"):
-        table.add_column(col)
-    for c in interests.top:
-        because = "; ".join((b.title or b.item_id)[:40] for b in c.because[:2])
-        model = "-" if c.model_probability is None else f"{c.model_probability:.2f}"
-        table.add_row(c.category, f"{c.score:.2f}", f"{c.profile_share:.2f}", model, because)
-    out.print(table)
-    nxt = Table(title=f"What comes next ({prediction.source})")
-    nxt.add_column("next interest")
-    nxt.add_column("p", justify="right")
-    nxt.add_column("next-window intensity")
-    nxt.add_column("p", justify="right")
-    rows = max(len(prediction.next_interest), len(prediction.intensity))
-    for i in range(rows):
-        a = prediction.next_interest[i] if i < len(prediction.next_interest) else ("", None)
-        b = prediction.intensity[i] if i < len(prediction.intensity) else ("", None)
-        nxt.add_row(a[0], "" if a[1] is None else f"{a[1]:.2f}", b[0], "" if b[1] is None else f"{b[1]:.2f}")
-    out.print(nxt)
-    if not shifts:
-        out.print("No interest shifts detected.")
-    for s in shifts:
-        when = datetime.fromtimestamp(s.timestamp, UTC).isoformat(timespec="minutes")
-        out.print(f"Shift at {when}: {', '.join(s.from_categories)} -> {', '.join(s.to_categories)} "
-                  f"(JS divergence {s.magnitude:.2f})")
+    for view in profile_views(interests, prediction, shifts):
+        out.print(view)
 
 
 @client_app.command()
@@ -105,7 +90,7 @@ def forget(
     if as_json:
         _print_json({"removed": removed})
     else:
-        out.print(f"Forgot {removed} event(s).")
+        out.print(cell(f"Forgot {removed} event(s)."))
 
 
 @client_app.command()
@@ -117,12 +102,15 @@ def export(
     = None,
 ) -> None:
     """Export your own data (events, profile, predictions, shifts) as JSON."""
+    if output is not None:
+        # Refuse the store, its sidecars and its key before opening anything; the tracker checks again.
+        check_destination(output, store_files(store, key_file))
     with _open(store, key_file, passphrase_env) as tracker:
         data = tracker.export(output)
     if output is None:
         _print_json(data)
     else:
-        out.print(f"Wrote {len(data.get('events', []))} events to {output}")
+        out.print(cell(f"Wrote {len(data.get('events', []))} events to {output}"))
 
 
 @client_app.command("import-history")
@@ -140,31 +128,25 @@ def import_history(
     """Import browser history into the encrypted store; the original file is never modified."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    with _open(store, key_file, passphrase_env, must_exist=False) as tracker:
-        if as_json:
-            summary = tracker.import_history(path, browser=browser, rules=rules)
-        else:
-            with Progress(TextColumn("reading visits"), BarColumn(), MofNCompleteColumn(), console=out,
-                          transient=True) as bar:
-                task = bar.add_task("visits", total=None)
-                summary = tracker.import_history(
-                    path, browser=browser, rules=rules,
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                )
+    created = [p for p in store_files(store, key_file) if not p.exists()]
+    try:
+        with _open(store, key_file, passphrase_env, must_exist=False) as tracker:
+            if as_json:
+                summary = tracker.import_history(path, browser=browser, rules=rules)
+            else:
+                with Progress(TextColumn("reading visits"), BarColumn(), MofNCompleteColumn(), console=out,
+                              transient=True) as bar:
+                    task = bar.add_task("visits", total=None)
+                    summary = tracker.import_history(
+                        path, browser=browser, rules=rules,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    )
+    except BaseException:
+        if store in created:
+            _remove_new_files(created)
+        raise
     data = summary.to_dict()
     if as_json:
         _print_json(data)
         return
-    table = Table(title=f"Imported {path.name} ({data.get('browser')}, schema {data.get('schema_version')})")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    table.add_row("visits read", str(data.get("visits_read")))
-    table.add_row("imported", str(data.get("imported")))
-    for reason, n in sorted((data.get("skipped") or {}).items()):
-        table.add_row(f"skipped: {reason}", str(n))
-    table.add_row("first visit", str(data.get("first_timestamp")))
-    table.add_row("last visit", str(data.get("last_timestamp")))
-    top = data.get("top_categories") or {}
-    items = top.items() if isinstance(top, dict) else top
-    table.add_row("top categories", ", ".join(f"{c} ({n})" for c, n in list(items)[:5]))
-    out.print(table)
+    out.print(import_table(path.name, data))

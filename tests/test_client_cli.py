@@ -48,4 +48,6 @@ def test_bad_arguments_get_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.db.key").write_text("00" * 32 + "\n")
     (tmp_path / "bad.db.key").chmod(0o600)
     corrupt = vane("client", "profile", "--store", str(bad))
-    assert corrupt.returncode == 2 and "could not be authenticated" in corrupt.stderr
+    # A runtime error (exit 1, usage errors are 2), in one line without a traceback.
+    assert corrupt.returncode == 1 and "could not be authenticated" in corrupt.stderr
+    assert corrupt.stderr.count("\n") == 1 and "Traceback" not in corrupt.stderr
