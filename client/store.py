@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from vane.client.files import write_export
 from vane.client.keys import (
     DEFAULT_SCRYPT_PARAMS,
     RandomBytes,
@@ -39,7 +40,7 @@ from vane.client.keys import (
 )
 from vane.client.retention import beyond_retention, check_retention, forgotten, to_unix
 from vane.client.sealing import FORMAT, Sealer, new_store_meta
-from vane.client.store_file import opaque, transaction, write_private
+from vane.client.store_file import opaque, transaction
 from vane.client.store_head import Head, read_head
 from vane.client.store_lock import StoreLock
 from vane.client.store_open import open_store_file
@@ -350,7 +351,7 @@ class EventStore:
                        for name, blob in sorted(states.items())},
         }
         if path is not None:
-            write_private(Path(path), json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"))
+            write_export(path, json.dumps(data, ensure_ascii=False, indent=2).encode("utf-8"), self._path)
         return data
 
     # ---- keys

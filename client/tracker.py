@@ -29,10 +29,10 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vane.client.answers import Prediction, Recommendation
+from vane.client.files import write_export
 from vane.client.model_state import ModelState
 from vane.client.persistence import ModelSource, TaxonomySource, TrackerSlots, choose_model
 from vane.client.personal import PersonalState
@@ -41,11 +41,10 @@ from vane.client.profile import InterestProfile
 from vane.client.runtime import LiteModel
 from vane.client.shifts import Shift
 from vane.client.store import EventStore
-from vane.client.store_file import write_private
 from vane.client.tracker_state import TrackerState
 from vane.client.training import TrainResult, evaluate_local, holdout_size, train_local
 from vane.shared.errors import ConfigError, EventValidationError, TaxonomyError
-from vane.shared.events import DUPLICATE_WINDOW_S, Event
+from vane.shared.events import DUPLICATE_WINDOW_S, Event, check_not_future
 from vane.shared.features import Featurizer
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
@@ -58,9 +57,9 @@ __all__ = ["DUPLICATE_WINDOW_S", "InterestTracker", "Mix", "Prediction", "Recomm
 
 def _as_event(event: Event | Mapping[str, Any]) -> Event:
     if isinstance(event, Event):
-        return event
+        return check_not_future(event)
     if isinstance(event, Mapping):
-        return Event.from_dict(event)
+        return check_not_future(Event.from_dict(event))
     raise EventValidationError("event", event, "an Event or a mapping of event fields")
 
 
@@ -304,7 +303,7 @@ class InterestTracker:
             data["shifts"] = [s.to_dict() for s in self.shifts()]
             data["model_version"] = self._state.model_version
             if path is not None:
-                write_private(Path(path), json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
+                write_export(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"), self._store.path)
             return data
 
     # ---- browser history ------------------------------------------------------------------------
