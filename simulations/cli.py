@@ -80,6 +80,8 @@ def evaluate_command(
     fed_epochs: int = typer.Option(5, min=1, help="Local epochs per federated round."),
     fraction: float = typer.Option(1.0, help="Fraction of users trained per federated round."),
     taxonomy_size: int = typer.Option(256, min=2, help="Largest taxonomy, 'other' included."),
+    new_users: bool = typer.Option(True, "--new-users/--no-new-users",
+                                   help="Also evaluate the baselines and LightGBM on users held out of training."),
 ) -> None:
     """Every method on one temporal split: next interest, intensity and sampled next item."""
     from rich.console import Console
@@ -90,7 +92,7 @@ def evaluate_command(
     config = EvaluationConfig(
         dataset=dataset.strip().lower(), data=data, seed=seed, max_users=max_users, rounds=rounds, methods=chosen,
         epochs=epochs, local_epochs=local_epochs, fed_local_epochs=fed_epochs, fraction=fraction,
-        taxonomy_size=taxonomy_size,
+        taxonomy_size=taxonomy_size, new_users=new_users,
     )
     results = run_evaluation(config, out, progress=console.print)
     console.print((__import__("pathlib").Path(out) / "report.md").read_text(encoding="utf-8"))

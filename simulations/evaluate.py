@@ -70,7 +70,7 @@ from vane.simulations.centralised import train_centralised
 from vane.simulations.datasets import Dataset, load_dataset
 from vane.simulations.evaluate_baselines import baseline_trace, evaluate_baseline
 from vane.simulations.evaluate_lstm import evaluate_local_lstm, evaluate_with_weights, initial_export
-from vane.simulations.evaluate_ranker import evaluate_reference, run_new_users, slices_section, test_sequences
+from vane.simulations.evaluate_ranker import evaluate_reference, evaluation_sequences, run_new_users, slices_section
 from vane.simulations.evaluate_slices import EventInfo, EventTrace
 from vane.simulations.federation import FederationResult
 from vane.simulations.ranker_reference import VARIANTS, RankerConfig
@@ -234,7 +234,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, progress: Call
     if lstm:
         _run_lstm_methods(lstm, config, split, taxonomy, spec, candidates, out, results, say)
     if traces:
-        results["slices"] = slices_section(traces, EventInfo.of(test_sequences(split)), methods, config.seed)
+        results["slices"] = slices_section(traces, EventInfo.of(evaluation_sequences(split)), methods, config.seed)
     simple = [m for m in config.methods if m in BASELINES or m in VARIANTS]
     if config.new_users and simple:
         t0 = time.perf_counter()
@@ -259,7 +259,7 @@ def _run_traced_methods(config: EvaluationConfig, split: Split, candidates: Item
                         say: Callable[[str], None]) -> dict[str, EventTrace]:
     """The LightGBM reference, and every method's per-event ranks (baselines replayed once more, untimed)."""
     traces: dict[str, EventTrace] = {}
-    sequences = test_sequences(split)
+    sequences = evaluation_sequences(split)
     for name in config.methods:
         if name in BASELINES:
             predictor = BASELINES[name]()

@@ -30,7 +30,7 @@ NEW_USER_FRACTION = 0.2
 Sequences = list[tuple[list[Event], list[Event]]]
 
 
-def test_sequences(split: Split) -> Sequences:
+def evaluation_sequences(split: Split) -> Sequences:
     """Per evaluated user: the events before the test ones, and the test events."""
     return [(split.history(u), list(split.test[u])) for u in split.evaluated_users]
 
@@ -43,7 +43,7 @@ def evaluate_reference(split: Split, names: Sequence[str], candidates: ItemCandi
     boosters, info = train_reference(split.train, split.val, config, variants, progress)
     stats = population_stats(split.train.values())
     probs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
-    traces = score_sequences(boosters, stats, test_sequences(split), lambda v, p: probs[v].append(p))
+    traces = score_sequences(boosters, stats, evaluation_sequences(split), lambda v, p: probs[v].append(p))
     methods: dict[str, dict[str, Any]] = {}
     out: dict[str, EventTrace] = {}
     for name in names:

@@ -129,3 +129,38 @@ def test_compact_blend_ranks_like_the_tracker(tmp_path):
     order = sorted(range(len(case.keys)), key=lambda i: (-scores[i], case.keys[i]))
     assert [case.keys[i] for i in order] == expected
     assert case.rank(scores) == expected.index("b") + 1
+
+
+@pytest.mark.parametrize(("dataset", "path"), [("taobao", TAOBAO_PATH), ("movielens", MOVIELENS_DIR)])
+def test_short_cli_evaluation_of_chosen_methods_on_a_real_slice(tmp_path, capsys, dataset, path):
+    if not path.exists():
+        print(f"skipping: {path} is missing")
+        pytest.skip(f"{path} is missing")
+    pytest.importorskip("lightgbm")
+    from vane.client import cli
+
+    chosen = "repeat-last,decayed-frequency+markov,lightgbm-strict,lightgbm-query-time"
+    code = cli.run(["sim", "evaluate", "--dataset", dataset, "--out", str(tmp_path), "--max-users", "25",
+                    "--methods", chosen])
+
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert list(saved["methods"]) == chosen.split(",")
+    for name, metrics in saved["methods"].items():
+        assert 0.0 <= metrics["hr@1"] <= metrics["hr@5"] <= 1.0, name
+    assert set(saved["slices"]["methods"]) == set(chosen.split(","))
+    assert saved["slices"]["best_baseline"] in ("repeat-last", "decayed-frequency+markov")
+    assert saved["new_users"]["users"] == 5 and set(saved["new_users"]["overall"]) == set(chosen.split(","))
+    report = (tmp_path / "report.md").read_text()
+    assert "## Where each method wins" in report and "## New users" in report and "| lightgbm-strict |" in report
+
+
+def test_unknown_method_is_named_with_the_known_ones(tmp_path, capsys):
+    from vane.client import cli
+
+    code = cli.run(["sim", "evaluate", "--dataset", "synthetic", "--out", str(tmp_path), "--methods",
+                    "repeat-last,gbdt"])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "'gbdt'" in err and "lightgbm-strict" in err and "repeat-last" in err
