@@ -245,13 +245,13 @@ class CandidateState:
         size = len(stats)
         last, previous = self.last_names, self.previous_names
         share = np.array([stats.share(c) for c in names])
-        trans = np.array([stats.transition(last, c) for c in names])
+        trans = stats.transition_vector(last, names)
         x[:, COLUMN["log_popularity"]] = np.log(share + 1e-7)
         x[:, COLUMN["log_popularity_rank"]] = np.log1p([stats.rank.get(c, size) for c in names])
         x[:, COLUMN["pop_transition"]] = trans
         x[:, COLUMN["log_pop_transition"]] = np.log(trans + 1e-6)
         x[:, COLUMN["log_pop_transition_rank"]] = np.log1p([stats.transition_rank(last, c) for c in names])
-        x[:, COLUMN["pop_transition_2"]] = [stats.transition(previous, c) for c in names]
+        x[:, COLUMN["pop_transition_2"]] = stats.transition_vector(previous, names)
         x[:, COLUMN["pop_stickiness"]] = [stats.stickiness(c) for c in names]
         x[:, COLUMN["log_pop_lift"]] = np.log((trans + 1e-6) / (share + 1e-6))
 

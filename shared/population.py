@@ -89,6 +89,15 @@ class PopulationStats:
             return 0.0
         return sum(self._row_prob.get(a, {}).get(name, 0.0) for a in previous) / len(previous)
 
+    def transition_vector(self, previous: Sequence[str], names: Sequence[str]) -> np.ndarray:
+        """:meth:`transition` of each of ``names`` (one pass per source row)."""
+        out = np.zeros(len(names))
+        for a in previous:
+            row = self._row_prob.get(a)
+            if row:
+                out += np.fromiter((row.get(n, 0.0) for n in names), dtype=np.float64, count=len(names))
+        return out / len(previous) if previous else out
+
     def transition_rank(self, previous: Sequence[str], name: str) -> int:
         """Best 0-based rank of ``name`` in the transition rows of ``previous``; ``len(self)`` when absent."""
         worst = len(self.categories)
