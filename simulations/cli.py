@@ -42,6 +42,17 @@ def bench_client_command(
     print_report(run(num_categories=categories))
 
 
+@bench_app.command("import")
+def bench_import_command(
+    visits: int = typer.Option(1_000_000, "--visits", min=1, help="Visits in the synthetic Chrome History."),
+) -> None:
+    """Import a synthetic Chrome History into a fresh store: visits/s and peak RSS (exit 1 over 200 MiB)."""
+    from vane.simulations.bench.history import print_report, run_import_bench
+
+    if not print_report(run_import_bench(visits)):
+        raise typer.Exit(1)
+
+
 @bench_app.command("federation")
 def bench_federation_command(
     users: str = typer.Option("10,100,1000", "--users", help="Comma-separated population sizes (float32 runs)."),

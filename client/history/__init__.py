@@ -50,8 +50,11 @@ Each visit is skipped for the first reason that applies, and counted under that
 reason in :attr:`ImportSummary.skipped`:
 
 ``invalid_time``
-    The visit time is zero, negative or out of range (counted only when
-    ``since`` is None, because such a visit cannot be placed relative to it).
+    The visit time is missing, not a number, zero, negative, or outside the one time range of
+    events (1970-01-01 to 3000-01-01 UTC; a Chrome ``visit_time`` of 1 is not a visit in 1601).
+    Counted only when ``since`` is None, because such a visit cannot be placed relative to it.
+``invalid_transition``
+    Chrome ``transition`` or Firefox ``visit_type`` is not an integer (text, a blob).
 ``invalid_url``
     The URL is missing, empty, has no scheme, or is http(s) without a host or
     with a malformed port.
@@ -74,6 +77,11 @@ reason in :attr:`ImportSummary.skipped`:
     Firefox DOWNLOAD (7).
 ``failed_load``
     Safari ``load_successful = 0``.
+``future_time``
+    The visit lies more than 24 hours after now (:data:`vane.shared.events.MAX_CLOCK_SKEW_S`): a
+    wrong clock or a forged row, which would otherwise dominate the decayed profile.
+``invalid_title``, ``invalid_row``
+    The visit cannot become a valid :class:`~vane.shared.events.Event` for another reason.
 ``duplicate``
     The one duplicate rule of the tracker (:func:`vane.shared.events.is_duplicate`):
     the same item (normalised URL) less than 1 s after the last *kept* visit,
@@ -87,16 +95,24 @@ the URL skip reasons), :mod:`~vane.client.history.rules` (categories from host a
 rules, ``history_rules.json``), :mod:`~vane.client.history.browsers` (reading Chrome,
 Firefox and Safari databases from a private copy) and :mod:`~vane.client.history.importer`
 (turning visits into events and an :class:`ImportSummary`).
+
+Titles and URLs that are not valid UTF-8 are decoded with replacement characters (U+FFFD), so one
+bad row never rejects an import. Visits are read from the copy with a cursor, oldest first, and
+:func:`import_into` records them in batches (``IMPORT_BATCH`` events each, all-or-nothing per
+batch, the import cursor saved after each): a million-visit history imports in well under 200 MiB.
 """
 
 
 from vane.client.history.browsers import BROWSERS
 from vane.client.history.importer import (
+    IMPORT_BATCH,
     PROGRESS_EVERY,
     SKIP_REASONS,
     HistoryBatch,
+    HistorySource,
     ImportSummary,
     import_into,
+    open_history,
     read_history,
 )
 from vane.client.history.rules import DEFAULT_RULES_PATH, CategoryRules, load_rules
@@ -105,14 +121,17 @@ from vane.client.history.urls import TRACKING_PARAMS, normalize_url
 __all__ = [
     "BROWSERS",
     "DEFAULT_RULES_PATH",
+    "IMPORT_BATCH",
     "PROGRESS_EVERY",
     "SKIP_REASONS",
     "TRACKING_PARAMS",
     "CategoryRules",
     "HistoryBatch",
+    "HistorySource",
     "ImportSummary",
     "import_into",
     "load_rules",
     "normalize_url",
+    "open_history",
     "read_history",
 ]

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from vane.shared.errors import HistoryImportError
+from vane.shared.events import MAX_TIME, MIN_TIME
 
 BROWSERS: tuple[str, ...] = ("chrome", "firefox", "safari")
 SIDECAR_SUFFIXES: tuple[str, ...] = ("-wal", "-shm", "-journal")
+#: Visit rows fetched from SQLite at a time: the reader never holds the whole history.
+FETCH_ROWS = 2000
 
 _REQUIRED_TABLES: dict[str, tuple[str, str]] = {
     "chrome": ("urls", "visits"),
@@ -67,14 +70,18 @@ def _optional(columns: set[str], alias: str, name: str, default: str = "NULL") -
 
 
 def _to_datetime(browser: str, raw: object) -> datetime | None:
+    """The visit time, or None when it is missing, not a number, or outside the events' one time range."""
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw <= 0:
         return None
     try:
         if browser == "safari":
-            return _EPOCHS[browser] + timedelta(seconds=float(raw))
-        return _EPOCHS[browser] + timedelta(microseconds=int(raw))
+            when = _EPOCHS[browser] + timedelta(seconds=float(raw))
+        else:
+            when = _EPOCHS[browser] + timedelta(microseconds=int(raw))
     except (OverflowError, ValueError):
         return None
+    # Chrome counts from 1601: a visit_time of 1 is not a visit in 1601 but a broken row.
+    return when if MIN_TIME <= when < MAX_TIME else None
 
 
 def _text(value: object) -> str | None:
@@ -83,73 +90,106 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _select_visits(
-    con: sqlite3.Connection, tables: tuple[str, str], page_fk: str, time_col: str, extras: dict[str, str]
-) -> list[tuple[Any, ...]]:
-    """Rows of (visit id, page id, url, title, raw time, *extras), oldest first.
+def _int(value: object) -> int | None:
+    """An integer column's value; None for text, blobs, reals with a fraction and NULL."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
-    ``extras`` maps optional visit columns to the SQL default used when the schema lacks them. The title comes
-    from the visit row when it has one (Safari), else from the page row.
+
+def _select_visits(
+    con: sqlite3.Connection, tables: tuple[str, str], page_fk: str, time_col: str, extras: dict[str, str],
+    joined: str = "",
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of (visit id, page id, url, title, raw time, *extras), oldest first, read lazily.
+
+    ``extras`` maps optional visit columns (or SQL expressions, when ``joined`` adds a table) to the
+    SQL default used when the schema lacks them. The title comes from the visit row when it has one
+    (Safari), else from the page row.
     """
     pages_table, visits_table = tables
     visit_cols, page_cols = _columns(con, visits_table), _columns(con, pages_table)
     title = _optional(visit_cols, "v", "title", _optional(page_cols, "p", "title"))
-    extra_sql = "".join(f", {_optional(visit_cols, 'v', name, default)}" for name, default in extras.items())
+    extra_sql = "".join(
+        f", {name if '.' in name else _optional(visit_cols, 'v', name, default)}" for name, default in extras.items()
+    )
     sql = (
         f"SELECT v.id, v.{page_fk}, p.url, {title}, v.{time_col}{extra_sql} "
-        f"FROM {visits_table} v LEFT JOIN {pages_table} p ON p.id = v.{page_fk} ORDER BY v.{time_col}, v.id"
+        f"FROM {visits_table} v LEFT JOIN {pages_table} p ON p.id = v.{page_fk}{joined} ORDER BY v.{time_col}, v.id"
     )
-    return con.execute(sql).fetchall()
+    cursor = con.execute(sql)
+    while rows := cursor.fetchmany(FETCH_ROWS):
+        yield from rows
 
 
-def _read_chrome(con: sqlite3.Connection) -> list[Visit]:
+def count_visits(con: sqlite3.Connection, browser: str) -> int:
+    """How many visit rows the history holds (for progress)."""
+    return int(con.execute(f"SELECT count(*) FROM {_REQUIRED_TABLES[browser][1]}").fetchone()[0])
+
+
+def _read_chrome(con: sqlite3.Connection) -> Iterator[Visit]:
     extras = {"transition": str(CHROME_CHAIN_END), "visit_duration": "NULL"}
-    out = []
-    for vid, page, url, title, raw_time, transition, duration in _select_visits(
+    for vid, page, url, title, raw_time, raw_transition, duration in _select_visits(
         con, _REQUIRED_TABLES["chrome"], "url", "visit_time", extras
     ):
-        transition = int(transition or 0)
+        transition = 0 if raw_transition is None else _int(raw_transition)
+        when = _to_datetime("chrome", raw_time)
+        if transition is None:
+            yield Visit(vid, page, _text(url), _text(title), when, "view", "invalid_transition")
+            continue
         core = transition & CHROME_CORE_MASK
         skip = None
         if not transition & CHROME_CHAIN_END:
             skip = "redirect"
         elif core == CHROME_AUTO_SUBFRAME:
             skip = "subframe"
-        dwell = duration / 1e6 if isinstance(duration, (int, float)) and duration > 0 else None
-        when = _to_datetime("chrome", raw_time)
-        out.append(Visit(vid, page, _text(url), _text(title), when, _CHROME_KINDS.get(core, "view"), skip, dwell))
-    return out
+        dwell = duration / 1e6 if isinstance(duration, (int, float)) and 0 < duration < 1e15 else None
+        yield Visit(vid, page, _text(url), _text(title), when, _CHROME_KINDS.get(core, "view"), skip, dwell)
 
 
-def _read_firefox(con: sqlite3.Connection) -> list[Visit]:
+def _read_firefox(con: sqlite3.Connection) -> Iterator[Visit]:
+    columns = _columns(con, "moz_historyvisits")
     extras = {"visit_type": "1", "from_visit": "NULL"}
-    rows = _select_visits(con, _REQUIRED_TABLES["firefox"], "place_id", "visit_date", extras)
-    types = {row[0]: row[5] for row in rows}
-    redirect_sources = {row[6] for row in rows if row[5] in FIREFOX_REDIRECTS}
-    out = []
-    for vid, page, url, title, raw_time, visit_type, from_visit in rows:
+    joined = ""
+    redirect_sources: set[object] = set()
+    if {"visit_type", "from_visit"} <= columns:
+        # The type of the visit a redirect landing came from, by primary key; and the visits that
+        # redirected (the set holds only those, not every visit).
+        extras["f.visit_type"] = "NULL"
+        joined = " LEFT JOIN moz_historyvisits f ON f.id = v.from_visit"
+        redirect_sources = {row[0] for row in con.execute(
+            "SELECT from_visit FROM moz_historyvisits WHERE visit_type IN (5, 6) AND from_visit IS NOT NULL")}
+    for row in _select_visits(con, _REQUIRED_TABLES["firefox"], "place_id", "visit_date", extras, joined):
+        vid, page, url, title, raw_time, raw_type = row[:6]
+        source_type = row[7] if len(row) > 7 else None
+        visit_type = _int(raw_type)
+        when = _to_datetime("firefox", raw_time)
+        if visit_type is None:
+            yield Visit(vid, page, _text(url), _text(title), when, "view", "invalid_transition")
+            continue
         if visit_type in FIREFOX_REDIRECTS:
             # A redirect landing carries the transition of the visit that started the chain.
-            kind = _FIREFOX_KINDS.get(types.get(from_visit, 1), "link")
+            kind = _FIREFOX_KINDS.get(1 if source_type is None else _int(source_type) or 0, "link")
         else:
             kind = _FIREFOX_KINDS.get(visit_type, "view")
         skip = "redirect" if vid in redirect_sources else _FIREFOX_SKIPS.get(visit_type)
-        out.append(Visit(vid, page, _text(url), _text(title), _to_datetime("firefox", raw_time), kind, skip))
-    return out
+        yield Visit(vid, page, _text(url), _text(title), when, kind, skip)
 
 
-def _read_safari(con: sqlite3.Connection) -> list[Visit]:
+def _read_safari(con: sqlite3.Connection) -> Iterator[Visit]:
     extras = {"redirect_destination": "NULL", "load_successful": "1"}
-    out = []
     for vid, page, url, title, raw_time, redirect_destination, load_successful in _select_visits(
         con, _REQUIRED_TABLES["safari"], "history_item", "visit_time", extras
     ):
         skip = "redirect" if redirect_destination is not None else ("failed_load" if load_successful == 0 else None)
-        out.append(Visit(vid, page, _text(url), _text(title), _to_datetime("safari", raw_time), "view", skip))
-    return out
+        yield Visit(vid, page, _text(url), _text(title), _to_datetime("safari", raw_time), "view", skip)
 
 
-READERS: dict[str, Callable[[sqlite3.Connection], list[Visit]]] = {
+READERS: dict[str, Callable[[sqlite3.Connection], Iterator[Visit]]] = {
     "chrome": _read_chrome,
     "firefox": _read_firefox,
     "safari": _read_safari,

@@ -5,22 +5,32 @@ See :mod:`vane.client.history` for the formats, kinds and skip rules.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vane.client.history.browsers import BROWSERS, READERS, Visit, copy_database, detect_browser, schema_version
+from vane.client.history.browsers import (
+    BROWSERS,
+    READERS,
+    Visit,
+    copy_database,
+    count_visits,
+    detect_browser,
+    schema_version,
+)
 from vane.client.history.rules import CategoryRules, load_rules
 from vane.client.history.urls import url_skip_reason
-from vane.shared.errors import ConfigError, HistoryImportError
-from vane.shared.events import MAX_ITEM_ID_LEN, Event, dedupe
+from vane.shared import events as _events
+from vane.shared.errors import ConfigError, EventValidationError, HistoryImportError
+from vane.shared.events import MAX_CLOCK_SKEW_S, MAX_ITEM_ID_LEN, Event, is_duplicate
 
 if TYPE_CHECKING:
     from vane.client.tracker_state import TrackerState
@@ -28,9 +38,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vane.client")
 
 PROGRESS_EVERY = 500
+#: Events per ``record_many`` call of a streaming import.
+IMPORT_BATCH = 5000
 #: Every reason :attr:`ImportSummary.skipped` may hold, in the order the rules are tried.
 SKIP_REASONS: tuple[str, ...] = (
-    "invalid_time", "invalid_url", "internal", "redirect", "subframe", "download", "failed_load", "duplicate",
+    "invalid_time", "invalid_transition", "invalid_url", "internal", "redirect", "subframe", "download",
+    "failed_load", "future_time", "invalid_title", "invalid_row", "duplicate",
 )
 
 
@@ -109,57 +122,90 @@ class HistoryBatch:
 
 
 def _visit_event(visit: Visit, url: str, rules: CategoryRules) -> Event:
-    return Event.create(
+    return Event(
         # Event ids are capped at 2048 characters; longer URLs are almost all tracking noise past that point.
-        item_id=url[:MAX_ITEM_ID_LEN],
-        categories=list(rules.categorize(url)),
-        timestamp=visit.timestamp,
-        kind=visit.kind,
-        title=visit.title,
-        dwell_s=visit.dwell_s,
+        url[:MAX_ITEM_ID_LEN], rules.categorize(url), visit.timestamp,  # type: ignore[arg-type]
+        visit.kind, visit.title, visit.dwell_s,
     )
 
 
-def _build_batch(
-    visits: list[Visit],
-    summary: ImportSummary,
-    since: datetime | None,
-    rules: CategoryRules,
-    progress: Callable[[int, int], None] | None,
-) -> HistoryBatch:
-    skipped: Counter[str] = Counter()
-    events: list[Event] = []
-    newest = since
-    total = len(visits)
-    for done, visit in enumerate(visits, start=1):
-        if progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
-            progress(done, total)
-        if visit.timestamp is None:
-            if since is None:
+class _BatchBuilder:
+    """Turns visits (oldest first) into batches of kept events, counting what it skips in ``summary``."""
+
+    def __init__(self, summary: ImportSummary, since: datetime | None, rules: CategoryRules, now: float) -> None:
+        self.summary = summary
+        self.since = since
+        self.rules = rules
+        self.newest = since
+        self.future_limit = now + MAX_CLOCK_SKEW_S
+        self.skipped: Counter[str] = Counter()
+        self.last_kept: Event | None = None
+
+    def take(self, visit: Visit) -> Event | None:
+        """The event ``visit`` becomes, or None when it is skipped (and counted) or not newer than ``since``."""
+        summary, when = self.summary, visit.timestamp
+        if when is None:
+            if self.since is None:
                 summary.visits_read += 1
-                skipped["invalid_time"] += 1
-            continue
-        url, reason = url_skip_reason(visit.url)
-        reason = reason or visit.skip
-        if since is not None and visit.timestamp <= since:
-            continue
-        newest = visit.timestamp if newest is None else max(newest, visit.timestamp)
+                self.skipped["invalid_time"] += 1
+            return None
+        if self.since is not None and when <= self.since:
+            return None
+        self.newest = when if self.newest is None else max(self.newest, when)
         summary.visits_read += 1
+        url, url_reason = url_skip_reason(visit.url)
+        reason = visit.skip if visit.skip == "invalid_transition" else (url_reason or visit.skip)
+        if reason is None and when.timestamp() > self.future_limit:
+            reason = "future_time"
         if reason is not None or url is None:
-            skipped[reason or "invalid_url"] += 1
-            continue
-        events.append(_visit_event(visit, url, rules))
-    events.sort(key=lambda e: e.timestamp)
-    kept = dedupe(events)  # the tracker's one duplicate rule, against the last kept event
-    if len(kept) < len(events):
-        skipped["duplicate"] += len(events) - len(kept)
-    events = kept
-    summary.imported = len(events)
-    summary.skipped = dict(skipped)
-    summary.top_categories = Counter(c for e in events for c in e.categories)
-    if events:
-        summary.first_timestamp, summary.last_timestamp = events[0].timestamp, events[-1].timestamp
-    return HistoryBatch(events, summary, newest)
+            self.skipped[reason or "invalid_url"] += 1
+            return None
+        try:
+            event = _visit_event(visit, url, self.rules)
+        except EventValidationError as exc:
+            self.skipped[f"invalid_{exc.field}" if f"invalid_{exc.field}" in SKIP_REASONS else "invalid_row"] += 1
+            return None
+        if is_duplicate(event, self.last_kept):  # the tracker's one duplicate rule, against the last kept event
+            self.skipped["duplicate"] += 1
+            return None
+        self.last_kept = event
+        summary.top_categories.update(event.categories)
+        if summary.first_timestamp is None:
+            summary.first_timestamp = event.timestamp
+        summary.last_timestamp = event.timestamp
+        summary.imported += 1
+        return event
+
+    def finish(self) -> None:
+        self.summary.skipped = dict(self.skipped)
+
+
+def _event_batches(visits: Iterator[Visit], builder: _BatchBuilder, total: int, batch_size: int,
+                   progress: Callable[[int, int], None] | None) -> Iterator[tuple[list[Event], datetime | None]]:
+    """Batches of at most about ``batch_size`` events, each with the import cursor valid after it.
+
+    A batch ends only between two different visit times, so a cursor ("everything up to this time
+    was read") never splits visits of the same instant.
+    """
+    pending: list[Event] = []
+    last_time: datetime | None = None
+    done = 0
+    for visit in visits:
+        done += 1
+        if progress is not None and done % PROGRESS_EVERY == 0:
+            progress(done, max(total, done))
+        if len(pending) >= batch_size and visit.timestamp is not None and visit.timestamp != last_time:
+            yield pending, builder.newest
+            pending = []
+        event = builder.take(visit)
+        if visit.timestamp is not None:
+            last_time = visit.timestamp
+        if event is not None:
+            pending.append(event)
+    if progress is not None:
+        progress(done, max(total, done))
+    builder.finish()
+    yield pending, builder.newest
 
 
 def _check_arguments(browser: str, since: datetime | None) -> None:
@@ -169,14 +215,63 @@ def _check_arguments(browser: str, since: datetime | None) -> None:
         raise ConfigError(f"since is {since!r}; expected a timezone-aware datetime or None")
 
 
+@contextlib.contextmanager
+def open_history(path: str | os.PathLike[str], browser: str = "auto") -> Iterator[HistorySource]:
+    """A private copy of the history at ``path``, open for reading; removed on exit.
+
+    Raises
+    ------
+    HistoryImportError
+        The file is missing, empty, unreadable, not SQLite, or not (the requested browser's) history.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise HistoryImportError(f"history file {source} does not exist or is not a file")
+    if source.stat().st_size == 0:
+        raise HistoryImportError(f"history file {source} is empty; expected a browser history SQLite database")
+    with tempfile.TemporaryDirectory(prefix="vane-history-") as tmp:
+        copy = copy_database(source, Path(tmp))
+        con = sqlite3.connect(copy)
+        # A title (or URL) that is not valid UTF-8 is decoded with replacement characters instead of
+        # failing the whole import.
+        con.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+        try:
+            try:
+                detected = detect_browser(source, con, browser)
+                found = HistorySource(source, detected, schema_version(con), count_visits(con, detected),
+                                      READERS[detected](con))
+            except sqlite3.DatabaseError as exc:
+                raise HistoryImportError(f"cannot read history from {source}: {exc}") from None
+            yield found
+        except sqlite3.DatabaseError as exc:
+            raise HistoryImportError(f"cannot read history from {source}: {exc}") from None
+        finally:
+            con.close()
+
+
+@dataclass
+class HistorySource:
+    """An open history copy: what :func:`open_history` yields."""
+
+    path: Path
+    browser: str
+    schema_version: str | None
+    total: int
+    visits: Iterator[Visit]
+
+
 def read_history(
     path: str | os.PathLike[str],
     browser: str = "auto",
     since: datetime | None = None,
     rules: CategoryRules | str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    now: float | None = None,
 ) -> HistoryBatch:
     """Import a browser history database as events, without touching the original.
+
+    All events are returned at once; :func:`import_into` (``InterestTracker.import_history``)
+    streams them into a store in bounded memory instead.
 
     Parameters
     ----------
@@ -193,6 +288,8 @@ def read_history(
         the packaged defaults.
     progress : callable (done, total) or None, default None
         Called every few hundred visits and once at the end.
+    now : float, optional
+        Unix seconds for the future-time rule; :data:`vane.shared.events.clock` when omitted.
 
     Returns
     -------
@@ -207,40 +304,47 @@ def read_history(
         ``browser`` or ``since`` is invalid, or the rules file is malformed.
     """
     _check_arguments(browser, since)
-    source = Path(path)
-    if not source.is_file():
-        raise HistoryImportError(f"history file {source} does not exist or is not a file")
-    if source.stat().st_size == 0:
-        raise HistoryImportError(f"history file {source} is empty; expected a browser history SQLite database")
     category_rules = rules if isinstance(rules, CategoryRules) else load_rules(rules)
-    with tempfile.TemporaryDirectory(prefix="vane-history-") as tmp:
-        copy = copy_database(source, Path(tmp))
-        con = sqlite3.connect(copy)
-        try:
-            detected = detect_browser(source, con, browser)
-            summary = ImportSummary(str(source), detected, schema_version(con))
-            visits = READERS[detected](con)
-        except sqlite3.DatabaseError as exc:
-            raise HistoryImportError(f"cannot read history from {source}: {exc}") from None
-        finally:
-            con.close()
-    batch = _build_batch(visits, summary, since, category_rules, progress)
-    logger.info("imported %s of %s %s visits from %s", summary.imported, summary.visits_read, detected, source)
-    return batch
+    events: list[Event] = []
+    with open_history(path, browser) as found:
+        summary = ImportSummary(str(found.path), found.browser, found.schema_version)
+        builder = _BatchBuilder(summary, since, category_rules, events_clock() if now is None else now)
+        for batch, _ in _event_batches(found.visits, builder, found.total, 1 << 62, progress):
+            events.extend(batch)
+    logger.info("imported %s of %s %s visits from %s", summary.imported, summary.visits_read, found.browser, path)
+    return HistoryBatch(events, summary, builder.newest)
 
 
 def import_into(state: TrackerState, path: str | os.PathLike[str], browser: str = "auto",
                 rules: CategoryRules | str | os.PathLike[str] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> ImportSummary:
-    """Import a history file into a tracker's state (``InterestTracker.import_history``).
+                progress: Callable[[int, int], None] | None = None,
+                batch_size: int = IMPORT_BATCH) -> ImportSummary:
+    """Import a history file into a tracker's state (``InterestTracker.import_history``), streaming.
 
-    Only visits newer than the last import of the same file are read (its cursor is kept in the
-    store). The events go through the tracker's one duplicate rule once more, against the last
-    event it already holds; what that drops is counted as ``duplicate`` too.
+    Visits are read with a cursor and recorded in batches of about ``batch_size`` events through
+    the tracker's ``record_many``, so memory stays bounded whatever the size of the history. Each
+    batch is all-or-nothing, and after each batch the file's import cursor (the newest visit time
+    read, kept in the store) moves on: an import that fails part-way keeps the batches already
+    stored, and running it again continues after them. (A process killed between a batch and its
+    cursor update re-imports that one batch.) Only visits newer than the cursor are read. The events
+    go through the tracker's one duplicate rule once more, against the last event it already holds;
+    what that drops is counted as ``duplicate`` too.
     """
-    batch = read_history(path, browser=browser, since=state.slots.import_cursor(path), rules=rules, progress=progress)
-    batch.summary.drop_duplicates(len(batch.events) - len(state.record_many(batch.events)))
-    if batch.last_visit_time is not None:
-        state.slots.save_import_cursor(path, batch.last_visit_time)
+    _check_arguments(browser, None)
+    category_rules = rules if isinstance(rules, CategoryRules) else load_rules(rules)
+    since = state.slots.import_cursor(path)
+    with open_history(path, browser) as found:
+        summary = ImportSummary(str(found.path), found.browser, found.schema_version)
+        builder = _BatchBuilder(summary, since, category_rules, events_clock())
+        for batch, cursor in _event_batches(found.visits, builder, found.total, batch_size, progress):
+            summary.drop_duplicates(len(batch) - len(state.record_many(batch)))
+            if cursor is not None and cursor != since:
+                state.slots.save_import_cursor(path, cursor)
     state.save()
-    return batch.summary
+    logger.info("imported %s of %s %s visits from %s", summary.imported, summary.visits_read, found.browser, path)
+    return summary
+
+
+def events_clock() -> float:
+    """Now, by the events' clock (:data:`vane.shared.events.clock`, replaceable in tests)."""
+    return _events.clock()
