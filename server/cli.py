@@ -5,6 +5,8 @@ TensorFlow and Flower are imported inside each command, never at module level.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 server_app = typer.Typer(no_args_is_help=True, help="Models, federated training and deployment.")
@@ -51,6 +53,9 @@ def models_command(
 
     from vane.server.registry import ModelRegistry, versions_as_json
 
+    if not Path(registry).is_dir():
+        raise typer.BadParameter(f"{registry!r} is not a directory; expected a model registry (OUT/registry of a run)",
+                                 param_hint="--registry")
     versions = ModelRegistry(registry).versions()
     if as_json:
         typer.echo(json.dumps(versions_as_json(versions), indent=1))
@@ -80,6 +85,9 @@ def certs_command(
     """Create a CA, a SuperLink TLS certificate and SuperNode authentication keys."""
     from vane.server.certs import generate_deployment_keys
 
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise typer.BadParameter(f"{directory!r} is an existing file; expected a directory (created if missing)",
+                                 param_hint="DIRECTORY")
     keys = generate_deployment_keys(directory, hosts=host, num_supernodes=supernodes)
     typer.echo(f"CA certificate:      {keys.ca_cert}")
     typer.echo(f"SuperLink cert/key:  {keys.server_cert} {keys.server_key}  (SAN: {', '.join(host)})")

@@ -205,6 +205,13 @@ def audit_privacy_command(
         write_report,
     )
 
+    try:
+        noise_levels = tuple(float(z) for z in noise.split(",") if z.strip())
+    except ValueError:
+        noise_levels = (float("nan"),)
+    if not noise_levels or not all(0 <= z < float("inf") for z in noise_levels):
+        raise typer.BadParameter(f"{noise!r}; expected comma-separated noise multipliers >= 0, e.g. 0,0.5,1.0",
+                                 param_hint="--noise")
     if utility_only and not utility_users:
         from vane.shared.errors import ConfigError
 
@@ -215,7 +222,7 @@ def audit_privacy_command(
         report = run_audit(out, config, progress=typer.echo)
     if utility_users:
         utility = UtilityConfig(
-            users=utility_users, noise=tuple(float(z) for z in noise.split(",") if z.strip()), rounds=utility_rounds,
+            users=utility_users, noise=noise_levels, rounds=utility_rounds,
             fraction=utility_fraction, fraction_evaluate=utility_fraction_evaluate,
             clipping_norm=utility_clipping_norm, dp_delta=dp_delta, local_epochs=utility_local_epochs, seed=seed,
         )
