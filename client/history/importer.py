@@ -318,10 +318,11 @@ def read_history(
 def import_into(state: TrackerState, path: str | os.PathLike[str], browser: str = "auto",
                 rules: CategoryRules | str | os.PathLike[str] | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                batch_size: int = IMPORT_BATCH) -> ImportSummary:
+                batch_size: int | None = None) -> ImportSummary:
     """Import a history file into a tracker's state (``InterestTracker.import_history``), streaming.
 
-    Visits are read with a cursor and recorded in batches of about ``batch_size`` events through
+    Visits are read with a cursor and recorded in batches of about ``batch_size`` (default
+    :data:`IMPORT_BATCH`) events through
     the tracker's ``record_many``, so memory stays bounded whatever the size of the history. Each
     batch is all-or-nothing, and after each batch the file's import cursor (the newest visit time
     read, kept in the store) moves on: an import that fails part-way keeps the batches already
@@ -336,7 +337,8 @@ def import_into(state: TrackerState, path: str | os.PathLike[str], browser: str 
     with open_history(path, browser) as found:
         summary = ImportSummary(str(found.path), found.browser, found.schema_version)
         builder = _BatchBuilder(summary, since, category_rules, events_clock())
-        for batch, cursor in _event_batches(found.visits, builder, found.total, batch_size, progress):
+        size = IMPORT_BATCH if batch_size is None else batch_size
+        for batch, cursor in _event_batches(found.visits, builder, found.total, size, progress):
             summary.drop_duplicates(len(batch) - len(state.record_many(batch)))
             if cursor is not None and cursor != since:
                 state.slots.save_import_cursor(path, cursor)
