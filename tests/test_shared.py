@@ -102,6 +102,122 @@ def test_timestamps_normalise_to_utc() -> None:
     assert Event.create(item_id="x", timestamp="2024-01-01T12:00:00Z").timestamp.hour == 12
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("timestamp", datetime(2024, 1, 1), "timezone-aware"),
+        ("item_id", 3.5, "string"),
+        ("categories", ("ok", 7), "string"),
+        ("kind", "teleport", "one of"),
+        ("title", b"bytes", "string"),
+        ("dwell_s", float("inf"), "finite"),
+    ],
+)
+def test_the_plain_constructor_validates_like_create(field: str, value: object, words: str) -> None:
+    fields: dict[str, object] = {"item_id": "i1", "categories": ("a",), "timestamp": T0, "kind": "view"}
+    fields[field] = value
+    with pytest.raises(EventValidationError, match=words) as info:
+        Event(**fields)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_the_plain_constructor_normalises_like_create() -> None:
+    cet = timezone(timedelta(hours=1))
+    built = Event(42, ["b", "a", "b"], datetime(2024, 1, 1, 13, tzinfo=cet), "click", "  Title  ", 3)  # type: ignore[arg-type]
+    assert built == Event.create(item_id="42", categories=["b", "a"], timestamp=datetime(2024, 1, 1, 12, tzinfo=UTC),
+                                 kind="click", title="Title", dwell_s=3.0)
+    assert built.item_id == "42" and built.categories == ("b", "a") and built.timestamp.tzinfo is UTC
+    assert Event.from_dict(built.to_dict()) == built
+
+
+def test_a_mapping_without_kind_is_rejected_as_the_readme_says() -> None:
+    with pytest.raises(EventValidationError, match=r"'kind'.*required") as info:
+        Event.from_dict({"item_id": "a", "timestamp": T0.isoformat()})
+    assert info.value.field == "kind"
+    assert Event.create(item_id="a", timestamp=T0).kind == "view"  # the Python default stays
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1500, 6, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, tzinfo=UTC),
+        datetime(3000, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC),
+        "0001-01-01T00:00:00Z",
+        "1500-06-01T00:00:00+00:00",
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        -1,
+        32503680000,
+        1e300,
+    ],
+    ids=str,
+)
+def test_one_time_range_for_every_timestamp_form(value: object) -> None:
+    with pytest.raises(EventValidationError, match="1970-01-01T00:00:00Z") as info:
+        Event.create(item_id="x", timestamp=value)
+    assert info.value.field == "timestamp"
+
+
+def test_time_range_edges_are_accepted_in_every_form() -> None:
+    last = datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert Event.create(item_id="x", timestamp=0).timestamp == datetime(1970, 1, 1, tzinfo=UTC)
+    assert Event.create(item_id="x", timestamp="1970-01-01T00:00:00Z").unix_time == 0
+    assert Event.create(item_id="x", timestamp=last).timestamp == last
+    assert Event.create(item_id="x", timestamp=last.isoformat()).timestamp == last
+    assert Event.create(item_id="x", timestamp=last.timestamp()).timestamp == last
+
+
+def test_iso_timestamps_without_an_offset_are_rejected() -> None:
+    with pytest.raises(EventValidationError, match="UTC offset"):
+        Event.create(item_id="x", timestamp="2024-01-01T12:00:00")
+
+
+def test_text_with_lone_surrogates_is_rejected_naming_the_field() -> None:
+    for field in ("item_id", "title"):
+        fields: dict[str, object] = {"item_id": "x", "timestamp": T0, field: "bad \ud800 text"}
+        with pytest.raises(EventValidationError, match="surrogates") as info:
+            Event.create(**fields)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+def test_future_events_beyond_the_clock_skew_allowance_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vane.shared import events
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    monkeypatch.setattr(events, "clock", lambda: now.timestamp())
+    soon = Event.create(item_id="x", timestamp=now + timedelta(hours=23))
+    assert events.check_not_future(soon) is soon
+    late = Event.create(item_id="x", timestamp=now + timedelta(hours=25))
+    with pytest.raises(EventValidationError, match="clock-skew") as info:
+        events.check_not_future(late)
+    assert info.value.field == "timestamp"
+    assert events.check_not_future(late, now=late.unix_time) is late  # "now" can be given
+
+
+def test_record_refuses_a_future_event_and_an_unvalidated_one(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from vane.client.tracker import InterestTracker
+    from vane.shared import events
+
+    monkeypatch.setattr(events, "clock", lambda: datetime(2026, 6, 1, tzinfo=UTC).timestamp())
+    with InterestTracker.open(tmp_path / "s.db", key_file=tmp_path / "k") as tracker:
+        tracker.record({"item_id": "a", "categories": ["news"], "timestamp": "2026-05-31T00:00:00Z", "kind": "view"})
+        with pytest.raises(EventValidationError, match="3000-01-01"):
+            tracker.record({"item_id": "b", "categories": ["poison"], "timestamp": "9999-12-31T00:00:00Z",
+                            "kind": "view"})
+        with pytest.raises(EventValidationError, match="clock-skew"):
+            tracker.record(Event("b", ("poison",), datetime(2999, 1, 1, tzinfo=UTC)))
+        with pytest.raises(EventValidationError, match="timezone-aware"):
+            tracker.record(Event("c", ("news",), datetime(2026, 5, 31)))
+        assert tracker.store.count() == 1
+    with InterestTracker.open(tmp_path / "s.db", key_file=tmp_path / "k") as tracker:
+        assert [e.item_id for _, e in tracker.store.events()] == ["a"]
+        assert tracker.interests(3).top[0].profile_share == pytest.approx(1.0)
+
+
 def test_dedupe_drops_same_item_within_a_second_only() -> None:
     events = [ev("a", dt=0), ev("a", dt=0.5), ev("a", dt=2.0), ev("b", dt=2.2), ev("a", dt=2.4)]
     assert [e.item_id for e in dedupe(events)] == ["a", "a", "b", "a"]
