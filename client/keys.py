@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from vane.shared.errors import KeyFileError
+from vane.shared.errors import ConfigError, KeyFileError, StoreIntegrityError
 
 __all__ = [
     "DEFAULT_SCRYPT_PARAMS",
@@ -182,17 +182,20 @@ def key_meta(master: bytes | None, passphrase: str | bytes | None, random: Rando
 
 
 def validate_scrypt(params: tuple[int, int, int]) -> None:
-    """Raise ValueError unless ``params`` is a bounded scrypt cost (n a power of two)."""
+    """Raise :class:`ConfigError` (a ValueError) unless ``params`` is a scrypt cost within :data:`MAX_SCRYPT_PARAMS`."""
     n, r, p = params
     ok = (all(isinstance(v, int) and not isinstance(v, bool) for v in params) and n >= 2 and n & (n - 1) == 0
           and 1 <= r and 1 <= p and n <= _MAX_SCRYPT[0] and r <= _MAX_SCRYPT[1] and p <= _MAX_SCRYPT[2])
     if not ok:
-        raise ValueError(f"scrypt_params must be (n, r, p) with n a power of two <= {_MAX_SCRYPT[0]}, "
+        raise ConfigError(f"scrypt_params must be (n, r, p) with n a power of two <= {_MAX_SCRYPT[0]}, "
                          f"1 <= r <= {_MAX_SCRYPT[1]}, 1 <= p <= {_MAX_SCRYPT[2]}; got {params!r}")
 
 
 def scrypt_meta(meta: dict[str, Any]) -> tuple[int, int, int]:
     """The scrypt cost a store's meta rows hold, validated."""
     params = (meta["scrypt_n"], meta["scrypt_r"], meta["scrypt_p"])
-    validate_scrypt(params)  # a tampered value becomes the store's opaque error
+    try:
+        validate_scrypt(params)
+    except ConfigError:  # a tampered cost is refused before deriving, with the store's opaque error
+        raise StoreIntegrityError() from None
     return params

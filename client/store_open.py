@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vane.client.keys import check_key_path, key_from_file
+from vane.client.keys import check_key_path, key_from_file, validate_scrypt
 from vane.client.sealing import Sealer, new_store_meta, sealer_from_meta
 from vane.client.store_file import (
     check_file_length,
@@ -49,6 +49,8 @@ def open_store_file(db_path: Path, key_file: str | os.PathLike[str] | None, pass
                     key: bytes | None, random: Callable[[int], bytes], scrypt_params: tuple[int, int, int],
                     synchronous: str, check_file: bool) -> OpenedFile:
     """``(connection, store id, sealer, lock, head)`` of the store at ``db_path`` (see the module docstring)."""
+    if passphrase is not None:
+        validate_scrypt(scrypt_params)
     exists = check_store_path(db_path)
     if key_file is not None:
         check_key_path(key_file, create=not exists)
