@@ -473,20 +473,27 @@ def test_forget_without_a_criterion_is_refused(tmp_path: Path) -> None:
         assert store.count() == 1
 
 
+# Timestamps in a shuffled order, so "oldest" by time and "first stored" differ (an imported history
+# is stored after newer live events).
+SHUFFLED_DAYS = [7, 2, 9, 0, 5, 3, 8, 1, 6, 4]
+
+
 def test_retention_by_age_uses_the_injected_clock(tmp_path: Path) -> None:
     now = (T0 + timedelta(days=10)).timestamp()
     with open_store(tmp_path / "s.db", clock=lambda: now) as store:
-        store.append_many([make_event(i, at=T0 + timedelta(days=i)) for i in range(10)])
+        store.append_many([make_event(d, at=T0 + timedelta(days=d)) for d in SHUFFLED_DAYS])
         assert store.apply_retention(max_age_days=3.5) == 7
-        assert [e.timestamp for _, e in store.events()] == [T0 + timedelta(days=d) for d in (7, 8, 9)]
+        assert [e.timestamp for _, e in store.events()] == [T0 + timedelta(days=d) for d in (7, 9, 8)]
 
 
-def test_retention_by_count_keeps_the_newest(tmp_path: Path) -> None:
+def test_retention_by_count_keeps_the_newest_by_event_time(tmp_path: Path) -> None:
     with open_store(tmp_path / "s.db") as store:
-        store.append_many([make_event(i) for i in range(10)])
+        store.append_many([make_event(d, at=T0 + timedelta(days=d)) for d in SHUFFLED_DAYS])
         assert store.apply_retention(max_events=4) == 6
-        assert [seq for seq, _ in store.events()] == [7, 8, 9, 10]
-        assert store.apply_retention(max_events=4, max_age_days=1, now=T0 + timedelta(minutes=30)) == 0
+        assert [(seq, e.timestamp) for seq, e in store.events()] == [
+            (1, T0 + timedelta(days=7)), (3, T0 + timedelta(days=9)), (7, T0 + timedelta(days=8)),
+            (9, T0 + timedelta(days=6))]
+        assert store.apply_retention(max_events=4, max_age_days=4, now=T0 + timedelta(days=10)) == 0
 
 
 def test_export_returns_and_writes_the_users_data_owner_only(tmp_path: Path) -> None:

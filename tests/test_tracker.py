@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_scan import leftovers, open_raw_state, raw_state, state_slot
 from vane.client.tracker import InterestTracker
 from vane.shared import Event, EventValidationError, Featurizer, Taxonomy
 
@@ -103,22 +104,31 @@ def test_concurrent_records_from_four_threads_lose_nothing(tmp_path: Path, small
     tracker.close()
 
 
-def test_forget_removes_from_export_and_raw_file(tmp_path: Path, small_training_blob: bytes,
-                                                 taxonomy: Taxonomy) -> None:
+def test_forget_removes_from_export_state_and_every_file(tmp_path: Path, small_training_blob: bytes,
+                                                         taxonomy: Taxonomy) -> None:
+    """The state blob is encrypted, so scanning the files for plaintext proves nothing: look for the
+    ciphertext of the state that named the item, and decrypt the state that replaced it."""
     tracker = open_tracker(tmp_path, small_training_blob, taxonomy)
     events = make_events(30)
     secret = Event.create(item_id="secret-item-zq81", categories=["news"], timestamp=T0 + timedelta(days=2),
                           title="Unmistakable secret headline")
     tracker.record_many([*events, secret])
+    tracker.flush()
+    db, key = tmp_path / "t.db", tmp_path / "key"
+    slot = state_slot(db, key)
+    old_state = raw_state(db, slot)
+    assert old_state is not None and b"secret-item-zq81" in open_raw_state(db, key, slot, old_state)
     assert "secret-item-zq81" in str(tracker.export())
     assert tracker.forget(item_id="secret-item-zq81") == 1
     exported = tracker.export(tmp_path / "export.json")
-    assert "secret-item-zq81" not in str(exported)
+    assert "secret-item-zq81" not in str(exported) and "Unmistakable" not in str(tracker.interests(10).to_dict())
     assert "Unmistakable secret" not in (tmp_path / "export.json").read_text()
+    new_state = raw_state(db, slot)
+    assert new_state is not None and b"secret-item-zq81" not in open_raw_state(db, key, slot, new_state)
+    (tmp_path / "export.json").unlink()
+    assert leftovers(tmp_path, key, [b"secret-item-zq81", b"Unmistakable"], [old_state]) == []
     tracker.close()
-    for path in tmp_path.glob("t.db*"):
-        raw = path.read_bytes()
-        assert b"secret-item-zq81" not in raw and b"Unmistakable" not in raw
+    assert leftovers(tmp_path, key, [b"secret-item-zq81", b"Unmistakable"], [old_state]) == []
 
 
 def test_restarted_tracker_continues_with_identical_state(tmp_path: Path, small_training_blob: bytes,
