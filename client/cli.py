@@ -105,7 +105,7 @@ def run(args: list[str]) -> int:
     """Run the command ``args`` names and return its exit code.
 
     Exit codes: 0 success, 1 a runtime error (a :class:`VaneError` or an operating-system error),
-    2 a usage error (an unknown command or option, a value of the wrong form). An error is one line
+    2 a usage error (an unknown command or option, a value of the wrong form), 130 interrupted. An error is one line
     on stderr (``error: …``), or, when ``--json`` was given, one JSON object
     ``{"error": message, "type": class name}``; never a traceback.
     """
@@ -129,6 +129,8 @@ def run(args: list[str]) -> int:
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename is not None else ""
         return _report(f"{exc.strerror or exc}{where}", type(exc).__name__, as_json, 1)
+    except KeyboardInterrupt:
+        return _report("interrupted", "KeyboardInterrupt", as_json, 130)
     return result if isinstance(result, int) else 0
 
 

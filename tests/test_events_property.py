@@ -204,6 +204,17 @@ def test_any_history_rows_import_or_are_skipped_and_counted(tracker_dir: Path, r
     for event in batch.events:
         assert MIN_TIME <= event.timestamp <= NOW + timedelta(days=1)
         assert Event.from_dict(event.to_dict()) == event
+    store = tracker_dir / "import.db"
+    for leftover in tracker_dir.glob("import.db*"):
+        leftover.unlink()
+    shared_events.clock = lambda: NOW.timestamp()
+    try:
+        with InterestTracker.open(store, key_file=tracker_dir / "import.key") as tracker:
+            assert tracker.import_history(path).to_dict() == summary.to_dict()
+        with InterestTracker.open(store, key_file=tracker_dir / "import.key") as tracker:  # reopens
+            assert [e for _, e in tracker.store.events()] == batch.events
+    finally:
+        shared_events.clock = time.time
 
 
 def test_both_outcomes_were_exercised_and_the_clock_restored() -> None:
