@@ -289,7 +289,9 @@ class Event:
         for name, expected in _REQUIRED:
             if data.get(name) is None:
                 raise EventValidationError(name, None, f"{expected} (required)")
-        return cls(data.get("item_id"), data.get("categories"), data.get("timestamp"), data["kind"],
+        # The constructor validates and normalises whatever the mapping holds.
+        categories: Any = data.get("categories")
+        return cls(data["item_id"], categories, data["timestamp"], data["kind"],
                    data.get("title"), data.get("dwell_s"))
 
     def to_json(self) -> str:

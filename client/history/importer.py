@@ -124,7 +124,7 @@ class HistoryBatch:
 def _visit_event(visit: Visit, url: str, rules: CategoryRules) -> Event:
     return Event(
         # Event ids are capped at 2048 characters; longer URLs are almost all tracking noise past that point.
-        url[:MAX_ITEM_ID_LEN], rules.categorize(url), visit.timestamp,  # type: ignore[arg-type]
+        url[:MAX_ITEM_ID_LEN], rules.categorize(url), visit.timestamp,
         visit.kind, visit.title, visit.dwell_s,
     )
 
