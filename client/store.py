@@ -175,7 +175,7 @@ class EventStore:
             head = read_head(conn, self._sealer)
             rows = conn.execute(
                 "SELECT seq, sealed FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (max(since_seq, -1), -1 if limit is None else limit),
+                (since_seq, -1 if limit is None else limit),
             ).fetchall()
             check_event_rows(head, self._sealer, rows, whole=since_seq < 1 and limit is None)
             return [(seq, self._sealer.open_event(seq, sealed)) for seq, sealed in rows]

@@ -306,3 +306,17 @@ def test_a_recommended_mix_is_kept_in_the_store_unless_the_app_chose_its_own(tmp
                        ([1, -1, 1, 1, 1], "expected finite"), ({"model": 1, "bogus": 1}, "unknown fields")):
         with pytest.raises(ConfigError, match=words):
             Mix.of(bad)
+
+
+def test_an_event_that_would_not_read_back_is_never_written_and_the_store_stays_readable(tmp_path: Path) -> None:
+    """One forged event (an int item_id slipped past validation) once bricked every other event."""
+    tracker = open_tracker(tmp_path, None, None)
+    tracker.record_many(make_events(5))
+    forged = make_events(1, start=9)[0]
+    object.__setattr__(forged, "item_id", 12345)
+    with pytest.raises(EventValidationError, match="event field 'item_id' is 12345"):
+        tracker.record(forged)
+    tracker.close()
+    with open_tracker(tmp_path, None, None) as reopened:
+        assert [e for _, e in reopened.store.events()] == make_events(5)
+        assert reopened.interests().events_seen == 5
