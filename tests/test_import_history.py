@@ -224,3 +224,12 @@ def test_an_import_that_fails_part_way_resumes_after_the_stored_batches(tmp_path
     assert resumed.imported == 20
     assert [e.item_id for _, e in tracker.store.events()] == expected  # every visit once, in order
     tracker.close()
+
+
+def test_the_import_benchmark_measures_a_small_synthetic_history(tmp_path: Path) -> None:
+    from vane.simulations.bench.history import run_import_bench
+
+    result = run_import_bench(3000, workdir=str(tmp_path))
+    assert result.visits == 3000 and result.imported + sum(result.skipped.values()) == 3000
+    assert set(result.skipped) <= {"redirect", "duplicate"} and result.imported > 2500
+    assert 0 < result.peak_rss_mib <= 200 and result.passed()
