@@ -129,7 +129,7 @@ class TrackerState:
         """Persist the state, labelled with the model version it was computed with."""
         self.refresh()
         state: dict[str, Any] = {"personal": self.personal.to_dict(), "model_version": self.model_version,
-                                 **self.lstm.to_dict()}
+                                 "generation": self.generation, **self.lstm.to_dict()}
         self.slots.save_state(state)
         self.unsaved = 0
 
@@ -146,9 +146,13 @@ class TrackerState:
         """Restore the saved state and catch up on the events stored after it.
 
         The LSTM part is kept only when it was computed with :attr:`model_version` and the app did not
-        pass a new model (``fresh_model``); otherwise it is rebuilt lazily.
+        pass a new model (``fresh_model``); otherwise it is rebuilt lazily. A state saved before the store's
+        last deletion (another :attr:`generation`) is not used at all: everything is replayed.
         """
         state = self.slots.state()
+        self.generation = self._store.generation
+        if state is not None and state.get("generation") != self.generation:
+            state = None  # saved before events were deleted (or by a version without this check): replay all
         if state is not None:
             self.personal = PersonalState.from_dict(state["personal"])
             if self.personal.last_event is None and self.personal.last_seq > 0:

@@ -189,3 +189,20 @@ def test_a_bad_max_age_is_refused_and_nothing_is_deleted(tmp_path: Path, bad: ob
         with pytest.raises(ConfigError, match="max_age_days must be None or a finite number of days >= 0"):
             store.apply_retention(max_age_days=bad)  # type: ignore[arg-type]
         assert store.count() == 3
+
+
+def test_a_saved_state_older_than_the_last_deletion_is_not_used(tmp_path: Path) -> None:
+    """A state blob not marked derived (as a version before issue 13 wrote it) survives a store-level
+    forget; the tracker sees it predates the deletion and replays instead of loading it."""
+    with open_tracker(tmp_path, None, None) as tracker:
+        tracker.record_many([secret(T0), *ordinary(4, at=T0 + timedelta(days=1))])
+        tracker.flush()
+        saved = tracker.store.get_state(STATE)
+    assert saved is not None and SECRET_ID.encode() in saved
+    with EventStore.open(tmp_path / "t.db", key_file=tmp_path / "key") as store:
+        store.put_state(STATE, saved)  # not derived: forget leaves it
+        assert store.forget(item_id=SECRET_ID) == 1
+        assert store.get_state(STATE) == saved
+    with open_tracker(tmp_path, None, None) as tracker:
+        assert not mentions_secret(answers(tracker)) and tracker.interests().events_seen == 4
+        assert SECRET_ID.encode() not in (tracker.store.get_state(STATE) or b"")
