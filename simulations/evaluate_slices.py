@@ -121,7 +121,9 @@ def bootstrap_ratio(ranks: np.ndarray, reference: np.ndarray, users: np.ndarray,
     def per_user(values: np.ndarray) -> np.ndarray:
         return np.bincount(users, weights=values, minlength=int(users.max()) + 1)
 
-    gain = (lambda r: (r <= 1).astype(float)) if metric == "hr@1" else (lambda r: 1.0 / r)
+    def gain(r: np.ndarray) -> np.ndarray:
+        return (r <= 1).astype(float) if metric == "hr@1" else 1.0 / r
+
     if metric not in ("hr@1", "mrr"):
         raise ValueError(f"metric is {metric!r}; expected hr@1 or mrr")
     a, b = per_user(gain(np.asarray(ranks, dtype=float))), per_user(gain(np.asarray(reference, dtype=float)))

@@ -139,8 +139,8 @@ def fit_variants(train: RowSet, val: RowSet, config: RankerConfig,
     for variant in variants:
         train_set = train.dataset(variant)
         valid = [val.dataset(variant, reference=train_set)] if len(val) else []
-        callbacks = [lightgbm.early_stopping(config.early_stopping, first_metric_only=True, verbose=False)] if valid \
-            else []
+        callbacks: list[Callable[..., Any]] = (
+            [lightgbm.early_stopping(config.early_stopping, first_metric_only=True, verbose=False)] if valid else [])
         booster = lightgbm.train(config.params(), train_set, num_boost_round=config.rounds, valid_sets=valid,
                                  valid_names=["val"] * len(valid), callbacks=callbacks)
         logger.info("lightgbm %s: %d rounds", variant, booster.best_iteration or booster.current_iteration())
@@ -200,11 +200,13 @@ def score_sequences(boosters: Mapping[str, lightgbm.Booster], stats: PopulationS
             strict_time = state.last_event_time if state.events else event.unix_time
             for variant, booster in boosters.items():
                 when = strict_time if variant == "strict" else event.unix_time
-                scores = booster.predict(query.features(when), num_threads=1) if len(query) else np.zeros(0)
+                scores = np.asarray(booster.predict(query.features(when), num_threads=1) if len(query) else [],
+                                    dtype=np.float64)
                 rank = full_rank(query.names, scores, targets, stats)
                 explore = float("nan")
                 if new:
-                    seen_ranks = popularity_positions(stats, (c for c in state.index if c not in set(query.names)))
+                    listed = set(query.names)
+                    seen_ranks = popularity_positions(stats, (c for c in state.index if c not in listed))
                     explore = full_rank(query.names, scores, targets, stats, query.seen, seen_ranks)
                 traces[variant].add(rank, explore)
                 if on_probabilities is not None:
