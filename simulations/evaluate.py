@@ -29,6 +29,15 @@ Steps of :func:`run_evaluation`:
    (each device scores candidate blends on its held-out events, only the means leave it), with the centrally
    tuned one reported beside it. Both are stored in the results.
 
+   The central reference (``lightgbm-strict``, ``lightgbm-query-time``; :mod:`~vane.simulations.ranker_reference`)
+   ranks the device's candidates (:mod:`vane.shared.candidates`) with LightGBM lambdarank; population statistics
+   are out-of-fold by user for its training rows.
+4. Where each method wins (:mod:`~vane.simulations.evaluate_slices`, for the baselines and the reference): rows
+   per bucket of prior events and per event type (repeat, switch to a seen category, new to the person), the
+   explore list (HR@5 on new-to-the-person events, ranking only unseen categories), ratios to the best
+   non-neural baseline with 95% user-bootstrap intervals, and a new-user run (users held out of training
+   entirely, online on their first 20 events; :func:`~vane.simulations.evaluate_ranker.run_new_users`).
+
 Outputs in ``out``: ``results.json``, ``report.md`` and plots (see :mod:`vane.simulations.report`).
 
 Where each piece lives: the sampled next-item task in :mod:`~vane.simulations.candidates`, the per-method
