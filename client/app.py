@@ -34,30 +34,47 @@ raises here as on the server)
     held-out events and replies ``mix-{i}-hr@1`` / ``mix-{i}-mrr`` means (the
     server picks the population's best). A ``mix`` in any message config is the
     server's pick; the device keeps it (``InterestTracker.recommend_mix``).
+
+Malformed messages
+    Everything a message asks for is checked before the device changes anything
+    (:mod:`vane.client.app_messages`): the ``config`` and ``arrays`` records, every
+    setting (``holdout-fraction`` in [0, 1)), the model blob and taxonomy, the blend,
+    and the global weights (float32 only, never converted; one finite vector of
+    the spec's length). A refused message is answered with a Flower error reply
+    (``Message(Error(...), reply_to=msg)``) whose reason names the error class and
+    the value; the server counts the node as failed for the round.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import zlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
-from vane.client.mods import privacy_mods
+from vane.client.app_messages import ClientSettings, ModelPlan, RoundMessage
+from vane.client.mods import error_reply, privacy_mods
 from vane.client.tracker import InterestTracker, Mix
 from vane.shared import protocol as p
-from vane.shared.blend import mix_grid
-from vane.shared.errors import ConfigError, SpecMismatchError
-from vane.shared.taxonomy import Taxonomy
-from vane.shared.weights import Weights
+from vane.shared.errors import ConfigError, VaneError
+
+__all__ = [
+    "MODEL_ONLY",
+    "SIM_DIR_ENV",
+    "SIM_KEY_FILE",
+    "ClientSettings",
+    "app",
+    "build_client_app",
+    "evaluate_on_device",
+    "replying_errors",
+    "sim_store_path",
+    "train_on_device",
+]
 
 logger = logging.getLogger("vane.client")
 
@@ -71,57 +88,6 @@ MODEL_ONLY = Mix(model=1.0, recent=0.0, profile=0.0, transitions=0.0)
 def sim_store_path(sim_dir: str | Path, partition_id: int) -> Path:
     """Where the simulation keeps the encrypted store of simulated user ``partition_id``."""
     return Path(sim_dir) / f"user-{int(partition_id):05d}.store"
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Settings of one round: the message config first, then run_config, then these defaults.
-
-    The keys are the field names in kebab-case, read by :func:`vane.shared.protocol.read_settings`
-    (so a bool of ``"maybe"`` raises, as on the server). ``proximal-mu`` is read from the message
-    config only: ``flwr run`` declares FedProx's server setting in run_config whatever the strategy.
-    """
-
-    local_epochs: int = 1
-    learning_rate: float = 0.0
-    delta_float16: bool = False
-    seed: int = 0
-    holdout_fraction: float = 0.1
-    proximal_mu: float = field(default=0.0, metadata=p.only_from(p.MESSAGE_CONFIG))
-    evaluate_model_only: bool = True
-    server_round: int = 0
-    mix_grid_step: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.local_epochs < 1:
-            raise ConfigError(f"local-epochs is {self.local_epochs}; expected >= 1")
-        if self.learning_rate < 0 or self.proximal_mu < 0:
-            raise ConfigError("learning-rate and proximal-mu must be >= 0")
-        if self.mix_grid_step:
-            try:
-                mix_grid(self.mix_grid_step)
-            except ValueError as exc:
-                raise ConfigError(f"mix-grid-step: {exc} (0 turns mix scoring off)") from None
-
-    @classmethod
-    def read(cls, config: Mapping[str, Any], run_config: Mapping[str, Any]) -> ClientSettings:
-        """The settings of a round from the message ``config`` and the run's ``run_config``.
-
-        Raises
-        ------
-        ConfigError
-            When a value has the wrong type or is out of range; the message names the key.
-        """
-        return p.read_settings(cls, (p.MESSAGE_CONFIG, config), (p.RUN_CONFIG, run_config))
-
-    def mix_candidates(self) -> list[tuple[float, ...]]:
-        """The candidate blends to score on the held-out events (none when ``mix-grid-step`` is 0)."""
-        return mix_grid(self.mix_grid_step) if self.mix_grid_step else []
-
-    def round_seed(self, node_config: Mapping[str, Any]) -> int:
-        """A seed fixed by (seed, round, device), so a resumed run replays the same shuffles."""
-        device = str(node_config.get(p.NODE_PARTITION_ID_KEY, node_config.get(p.NODE_STORE_KEY, "")))
-        return zlib.crc32(f"{self.seed}:{self.server_round}:{device}".encode())
 
 
 def _open_tracker(context: Context, sim_dir: str | Path | None, mix: Mix | None) -> InterestTracker:
@@ -143,28 +109,11 @@ def _open_tracker(context: Context, sim_dir: str | Path | None, mix: Mix | None)
             "node_config needs 'store' and 'key-file' (deployment), or 'partition-id' with a simulation "
             f"directory (build_client_app(sim_dir=...) or ${SIM_DIR_ENV})"
         )
-    path = sim_store_path(root, int(node[p.NODE_PARTITION_ID_KEY]))
+    partition = node[p.NODE_PARTITION_ID_KEY]
+    if isinstance(partition, bool) or not isinstance(partition, (int, str)) or not str(partition).isdigit():
+        raise ConfigError(f"node_config partition-id is {partition!r}; expected a non-negative integer")
+    path = sim_store_path(root, int(partition))
     return InterestTracker.open(path, key_file=Path(root) / SIM_KEY_FILE, **extra)
-
-
-def _prepare_model(tracker: InterestTracker, config: ConfigRecord, arrays: ArrayRecord) -> np.ndarray:
-    """Install the model when the server sent a new version, then load the global weights."""
-    version = str(config.get(p.MODEL_VERSION_KEY, ""))
-    if version and tracker.model_version != version:
-        blob = config.get(p.MODEL_BLOB_KEY)
-        if not isinstance(blob, bytes):
-            raise ConfigError(f"this device lacks model version {version!r} and the server did not send it")
-        taxonomy = Taxonomy.from_dict(json.loads(str(config[p.TAXONOMY_KEY]))) if p.TAXONOMY_KEY in config else None
-        tracker.install_model(blob, version, taxonomy)
-    if p.MIX_KEY in config:
-        values = config[p.MIX_KEY]
-        tracker.recommend_mix(Mix.of(values if isinstance(values, list) else [values]))
-    global_flat = arrays[p.WEIGHTS_KEY].numpy().astype(np.float32)
-    spec_hash = str(config.get(p.SPEC_HASH_KEY, tracker.spec.hash))
-    if spec_hash != tracker.spec.hash:
-        raise SpecMismatchError(f"server weights are for spec {spec_hash}; this device runs {tracker.spec.hash}")
-    tracker.set_weights(Weights(spec_hash, global_flat))
-    return global_flat
 
 
 def _reply(msg: Message, arrays: ArrayRecord | None, metrics: dict[str, float]) -> Message:
@@ -175,12 +124,22 @@ def _reply(msg: Message, arrays: ArrayRecord | None, metrics: dict[str, float]) 
 
 
 def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None = None) -> Message:
-    """One local training round; replies with the weight delta and numeric metrics."""
-    config = msg.content.config_records[p.CONFIG_RECORD]
-    settings = ClientSettings.read(config, context.run_config)
+    """One local training round; replies with the weight delta and numeric metrics.
+
+    Raises
+    ------
+    VaneError
+        When the message is malformed (see :class:`RoundMessage`, :class:`ModelPlan`) or the device
+        cannot train; the device's model and store are unchanged unless training itself failed.
+        :func:`build_client_app` turns the error into an error reply.
+    """
+    message = RoundMessage.read(msg, context.run_config)
+    settings = message.settings
     tracker = _open_tracker(context, sim_dir, None)
     try:
-        global_flat = _prepare_model(tracker, config, msg.content.array_records[p.ARRAYS_RECORD])
+        plan = ModelPlan.check(tracker, message)
+        plan.apply(tracker)
+        global_flat = plan.weights.flat
         result = tracker.train_local(
             epochs=settings.local_epochs,
             learning_rate=settings.learning_rate or None,
@@ -206,12 +165,12 @@ def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None =
 
 
 def evaluate_on_device(msg: Message, context: Context, sim_dir: str | Path | None = None) -> Message:
-    """Evaluate the global model on this device's held-out newest events."""
-    config = msg.content.config_records[p.CONFIG_RECORD]
-    settings = ClientSettings.read(config, context.run_config)
+    """Evaluate the global model on this device's held-out newest events (errors as :func:`train_on_device`)."""
+    message = RoundMessage.read(msg, context.run_config)
+    settings = message.settings
     tracker = _open_tracker(context, sim_dir, MODEL_ONLY if settings.evaluate_model_only else None)
     try:
-        _prepare_model(tracker, config, msg.content.array_records[p.ARRAYS_RECORD])
+        ModelPlan.check(tracker, message).apply(tracker)
         metrics = tracker.evaluate_local(holdout_fraction=settings.holdout_fraction,
                                          mix_candidates=settings.mix_candidates())
     finally:
@@ -221,20 +180,44 @@ def evaluate_on_device(msg: Message, context: Context, sim_dir: str | Path | Non
     return _reply(msg, None, metrics)
 
 
+def replying_errors(handler: Callable[[Message, Context, str | Path | None], Message]
+                    ) -> Callable[[Message, Context, str | Path | None], Message]:
+    """``handler``, whose :class:`VaneError` becomes an error reply (:func:`vane.client.mods.error_reply`).
+
+    The server sees ``msg.has_error()`` with the error's class and message as the reason, counts the
+    node as failed for the round and goes on with the others.
+    """
+
+    def handle(msg: Message, context: Context, sim_dir: str | Path | None = None) -> Message:
+        try:
+            return handler(msg, context, sim_dir)
+        except VaneError as exc:
+            logger.warning("refused a %s message: %s: %s", msg.metadata.message_type, type(exc).__name__, exc)
+            return error_reply(msg, exc)
+
+    return handle
+
+
 def build_client_app(sim_dir: str | Path | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
     """A ClientApp; ``sim_dir`` points nodes at their stores; ``mods`` wrap every call, outside the privacy mods.
+
+    A message the handlers refuse with a :class:`VaneError` (a missing record, a bad setting, weights
+    of the wrong dtype, shape or length, a spec mismatch, too few events) is answered with an error
+    reply naming it (:func:`replying_errors`); the device's model and store are left as they were.
 
     The privacy mods (:func:`vane.client.mods.privacy_mods`) are inert unless the server asks for clipping or SecAgg+.
     """
     app = ClientApp(mods=[*mods, *privacy_mods()])
 
+    train_handler, evaluate_handler = replying_errors(train_on_device), replying_errors(evaluate_on_device)
+
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return train_on_device(msg, context, sim_dir)
+        return train_handler(msg, context, sim_dir)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return evaluate_on_device(msg, context, sim_dir)
+        return evaluate_handler(msg, context, sim_dir)
 
     return app
 

@@ -34,11 +34,13 @@ import math
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.constant import ErrorCode
 from flwr.compat.common import recorddict_compat as compat
+from vane.shared.errors import MessageError, VaneError
 from vane.shared.protocol import (
     ARRAYS_RECORD,
     CLIPPING_NORM_KEY,
@@ -55,6 +57,25 @@ from vane.shared.protocol import (
 )
 
 
+def error_reply(msg: Message, exc: VaneError) -> Message:
+    """The reply to ``msg`` that refuses it: a Flower :class:`~flwr.app.Error` naming ``exc``'s class and message.
+
+    The server sees ``reply.has_error()`` and ``reply.error.reason``; no content goes back.
+    """
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc).__name__}: {exc}"),
+                   reply_to=msg)
+
+
+def clipping_norm(config: ConfigRecord) -> float | None:
+    """The ``clipping_norm`` the server sent (None when it asks for no clipping); a positive finite number."""
+    norm = config.get(CLIPPING_NORM_KEY)
+    if norm is None:
+        return None
+    if isinstance(norm, bool) or not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0:
+        raise MessageError(f"{CLIPPING_NORM_KEY} is {norm!r}; expected a positive finite number")
+    return float(norm)
+
+
 def clip_l2(delta: np.ndarray, norm: float) -> tuple[np.ndarray, bool]:
     """``delta`` scaled to L2 norm at most ``norm``; and whether it was scaled."""
     current = float(np.linalg.norm(delta.astype(np.float64)))
@@ -65,15 +86,18 @@ def clip_l2(delta: np.ndarray, norm: float) -> tuple[np.ndarray, bool]:
 
 def delta_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Clip the reply's ``delta`` to the ``clipping_norm`` the server sent (client-side DP)."""
-    if msg.metadata.message_type != "train" or CONFIG_RECORD not in msg.content.config_records:
+    if msg.metadata.message_type != "train" or not msg.has_content() or CONFIG_RECORD not in msg.content.config_records:
         return call_next(msg, context)
-    norm = msg.content.config_records[CONFIG_RECORD].get(CLIPPING_NORM_KEY)
+    try:
+        norm = clipping_norm(msg.content.config_records[CONFIG_RECORD])
+    except MessageError as exc:
+        return error_reply(msg, exc)
     reply = call_next(msg, context)
     if norm is None or not reply.has_content() or ARRAYS_RECORD not in reply.content.array_records:
         return reply
     arrays = reply.content.array_records[ARRAYS_RECORD]
     delta = arrays[DELTA_KEY].numpy()
-    delta, clipped = clip_l2(delta, float(norm) - _rounding_slack(context, delta.size, float(norm)))  # type: ignore[arg-type]
+    delta, clipped = clip_l2(delta, norm - _rounding_slack(context, delta.size, norm))
     reply.content[ARRAYS_RECORD] = ArrayRecord({DELTA_KEY: Array(delta)})
     for metrics in reply.content.metric_records.values():
         metrics[NORM_BIT_KEY] = float(clipped)
@@ -122,7 +146,10 @@ def _legacy_to_message_api(msg: Message, kind: str) -> None:
         if kind == "fit"
         else compat.recorddict_to_evaluateins(msg.content, keep_input=True)
     )
-    flat = np.asarray(parameters_to_ndarrays(ins.parameters)[0], dtype=np.float32)
+    arrays = parameters_to_ndarrays(ins.parameters)
+    if len(arrays) != 1:
+        raise MessageError(f"the legacy {kind} message holds {len(arrays)} arrays; expected the one weight vector")
+    flat = np.asarray(arrays[0])  # as sent: the ClientApp refuses anything but float32, nothing is converted
     msg.content = RecordDict({ARRAYS_RECORD: ArrayRecord({WEIGHTS_KEY: Array(flat)}),
                               CONFIG_RECORD: ConfigRecord(ins.config)})
 
@@ -158,10 +185,13 @@ def _legacy_adapter(call_next: ClientAppCallable) -> ClientAppCallable:
     """Wrap the ClientApp so that it answers legacy fit/evaluate messages."""
 
     def call(msg: Message, context: Context) -> Message:
-        kind = _legacy_kind(msg.content)
+        kind = _legacy_kind(msg.content) if msg.has_content() else None
         if kind is None:
             return call_next(msg, context)
-        _legacy_to_message_api(msg, kind)
+        try:
+            _legacy_to_message_api(msg, kind)
+        except MessageError as exc:
+            return error_reply(msg, exc)
         clipped = CLIPPING_NORM_KEY in msg.content.config_records[CONFIG_RECORD]
         reply = call_next(msg, context)
         if reply.has_content():
@@ -174,9 +204,24 @@ def _legacy_adapter(call_next: ClientAppCallable) -> ClientAppCallable:
 def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """SecAgg+ masking (Flower's ``secaggplus_mod``) for legacy-workflow messages; a no-op otherwise."""
     adapted = _legacy_adapter(call_next)
-    if SECAGG_CONFIGS_RECORD in msg.content.config_records:
-        return secaggplus_mod(msg, context, adapted)
+    if msg.has_content() and SECAGG_CONFIGS_RECORD in msg.content.config_records:
+        return secaggplus_mod(msg, context, _raising_errors(adapted))
     return adapted(msg, context)
+
+
+def _raising_errors(call_next: ClientAppCallable) -> ClientAppCallable:
+    """Inside ``secaggplus_mod`` (which reads the reply's content) an error reply becomes a raised MessageError.
+
+    Flower turns it into an error reply to the SecAgg+ workflow, which drops the node from the round.
+    """
+
+    def call(msg: Message, context: Context) -> Message:
+        reply = call_next(msg, context)
+        if reply.has_error():
+            raise MessageError(f"the ClientApp refused the message: {reply.error.reason}")
+        return reply
+
+    return call
 
 
 def privacy_mods() -> list[Mod]:

@@ -9,6 +9,7 @@
     │   └── SpecMismatchError     weights, models or states built for another spec
     ├── WeightsError              a weight vector or file cannot be decoded
     ├── ConfigError               a run_config / node_config / CLI value is invalid
+    │   ├── MessageError          a federation message lacks a record or holds a malformed value
     │   └── PrivacyConfigError    a DP or SecAgg+ setting makes no sense
     ├── ModelError                a LiteRT model cannot be loaded or called
     ├── StoreError                the encrypted store cannot be used
@@ -57,6 +58,10 @@ class WeightsError(VaneError, ValueError):
 
 class ConfigError(VaneError, ValueError):
     """A configuration value is invalid."""
+
+
+class MessageError(ConfigError):
+    """A federation message lacks a record or key, or holds a value of the wrong type, shape or range."""
 
 
 class PrivacyConfigError(ConfigError):

@@ -22,6 +22,9 @@ def test_proximal_mu_comes_only_from_the_message_config():
     ({"local-epochs": 0}, "local-epochs is 0"),
     ({"local-epochs": 2.5}, "local-epochs is 2.5"),
     ({"learning-rate": -1.0}, "learning-rate"),
+    ({"local-epochs": "abc"}, "local-epochs is 'abc'; expected an integer"),
+    ({"holdout-fraction": 1.0}, "holdout-fraction is 1.0; expected 0 <= value < 1"),
+    ({"holdout-fraction": -0.1}, "holdout-fraction is -0.1; expected 0 <= value < 1"),
 ])
 def test_bad_settings_name_the_key(config, words):
     with pytest.raises(ConfigError, match=words):
