@@ -78,6 +78,13 @@ class ServerSettings:
         Federated choice of the on-device blend: each evaluating device scores the candidates of
         ``mix_grid(step)`` (70 at 0.25) on its held-out events and sends their mean HR@1 and MRR;
         the best is published with the model version and sent to the devices. 0 turns it off.
+    update_norm_ratio : float, default 10.0
+        Reject an update whose delta's L2 norm exceeds this many times the round's median norm
+        (:mod:`vane.server.update_bounds`); 0 turns the bound off.
+    num_examples_ratio : float, default 10.0
+        Cap a claimed ``num-examples`` at this many times the round's median claim; 0 turns it off.
+    max_num_examples : int, default 1000000
+        Cap every claimed ``num-examples`` at this value.
     """
 
     num_server_rounds: int = 3
@@ -104,6 +111,9 @@ class ServerSettings:
     round_timeout: float = 600.0
     evaluate_initial: bool = True
     mix_grid_step: float = 0.25
+    update_norm_ratio: float = 10.0
+    num_examples_ratio: float = 10.0
+    max_num_examples: int = 1_000_000
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -123,6 +133,12 @@ class ServerSettings:
                 mix_grid(self.mix_grid_step)
             except ValueError as exc:
                 raise ConfigError(f"run_config mix-grid-step: {exc} (0 = off)") from None
+        for name in ("update_norm_ratio", "num_examples_ratio"):
+            value = getattr(self, name)
+            if value != 0 and not value >= 1:
+                raise ConfigError(f"run_config {name.replace('_', '-')} is {value}; expected 0 (off) or >= 1")
+        if self.max_num_examples < 1:
+            raise ConfigError(f"run_config max-num-examples is {self.max_num_examples}; expected >= 1")
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:

@@ -30,6 +30,7 @@ from vane.server.checkpoint import CheckpointStore
 from vane.server.config import ServerSettings
 from vane.server.registry import ModelRegistry
 from vane.server.strategies import RoundLog, make_strategy
+from vane.server.update_bounds import UpdateBounds
 from vane.shared import protocol as p
 from vane.shared.blend import MIX_FIELDS, best_candidate, mix_grid
 from vane.shared.errors import ConfigError
@@ -137,6 +138,8 @@ class FederationRun:
             server_learning_rate=settings.server_learning_rate,
             trim_beta=settings.trim_beta,
             num_malicious_nodes=settings.num_malicious_nodes,
+            bounds=UpdateBounds(settings.update_norm_ratio, settings.num_examples_ratio,
+                                float(settings.max_num_examples)),
         )
         delta_strategy.load_state_arrays(state)
         #: The strategy that runs the rounds; privacy may wrap or replace it (:mod:`vane.server.privacy`).

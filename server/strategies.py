@@ -6,7 +6,12 @@ Vane clients reply with ``local - global`` (the ``delta`` array, keys in
 
 - screens every reply: non-finite values, a wrong shape, a missing
   ``num-examples`` or odd metric keys reject that node's update (logged with
-  its node id); the round goes on with the others;
+  its node id); the round goes on with the others; an error reply (a device
+  that refused the message) counts as a failure;
+- bounds what one update can do (:mod:`vane.server.update_bounds`): a delta far
+  above the round's median L2 norm is rejected, a claimed ``num-examples`` far
+  above the median claim (or above ``max-num-examples``) is capped; both are
+  counted in the round's train metrics;
 - hands the wrapped strategy the deltas with a *zero origin*, so whatever the
   strategy returns (a weighted mean, a trimmed mean, the Krum choice, an
   adaptive FedAdam step) is a step that is then added to the global weights;
@@ -35,15 +40,18 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedTrimmedAvg, Krum
 from vane.server.config import STRATEGIES
+from vane.server.update_bounds import UpdateBounds, delta_norm
 from vane.shared.errors import ConfigError
 from vane.shared.protocol import (
     ARRAYS_RECORD,
+    CAPPED_NUM_EXAMPLES_KEY,
     CONFIG_RECORD,
     DELTA_KEY,
     METRICS_RECORD,
     MODEL_BLOB_KEY,
     MODEL_VERSION_KEY,
     NUM_EXAMPLES_KEY,
+    REJECTED_UPDATES_KEY,
     WEIGHTS_KEY,
 )
 
@@ -59,6 +67,8 @@ class RoundLog:
     seconds: float = 0.0
     aggregated_nodes: list[int] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)
+    #: Updates aggregated with a lower weight than their claimed num-examples, and why.
+    capped: dict[int, str] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
     uploaded_bytes: dict[int, int] = field(default_factory=dict)
     train_metrics: dict[str, float] = field(default_factory=dict)
@@ -73,6 +83,7 @@ class RoundLog:
             "seconds": self.seconds,
             "aggregated-nodes": self.aggregated_nodes,
             "rejected": {str(k): v for k, v in self.rejected.items()},
+            "capped": {str(k): v for k, v in self.capped.items()},
             "failed": {str(k): v for k, v in self.failed.items()},
             "uploaded-bytes": {str(k): v for k, v in self.uploaded_bytes.items()},
             "train": self.train_metrics,
@@ -103,16 +114,19 @@ class DeltaAggregation:
     model_blob: bytes
     model_version: str
     round_offset: int
+    bounds: UpdateBounds
     rounds: dict[int, RoundLog]
     _global: np.ndarray | None
     _nodes_with_model: set[int]
     #: FedOpt's origin of "aggregated - current" (only on the FedOpt family; set to zero each round).
     current_arrays: dict[str, np.ndarray] | None
 
-    def setup_delta_aggregation(self, model_blob: bytes, model_version: str, round_offset: int = 0) -> None:
+    def setup_delta_aggregation(self, model_blob: bytes, model_version: str, round_offset: int = 0,
+                                bounds: UpdateBounds | None = None) -> None:
         self.model_blob = model_blob
         self.model_version = model_version
         self.round_offset = round_offset
+        self.bounds = bounds if bounds is not None else UpdateBounds()
         self.rounds = {}
         self._global = None
         self._nodes_with_model = set()
@@ -158,6 +172,9 @@ class DeltaAggregation:
             raise ConfigError("aggregate_train was called before configure_train")
         accepted = self.screen_replies(list(replies), log)
         step, metrics = super().aggregate_train(rnd, accepted)  # type: ignore[misc]
+        metrics = MetricRecord(dict(metrics) if metrics is not None else {})
+        metrics[REJECTED_UPDATES_KEY] = len(log.rejected)
+        metrics[CAPPED_NUM_EXAMPLES_KEY] = len(log.capped)
         log.train_metrics = _metric_dict(metrics)
         if step is None:
             logger.warning("round %d: no update was aggregated; the global model is unchanged", rnd)
@@ -213,8 +230,28 @@ class DeltaAggregation:
         # A fixed order makes the float sums, and so a resumed run, reproducible.
         ordered = [msg for _, msg in sorted(accepted, key=lambda pair: pair[0])]
         ordered = _keep_majority_keys(ordered, log.rejected)
+        ordered = self._bound_updates(ordered, log)
         log.aggregated_nodes = [m.metadata.src_node_id for m in ordered]
         return ordered
+
+    def _bound_updates(self, messages: list[Message], log: RoundLog) -> list[Message]:
+        """Reject deltas far above the round's median norm; cap claimed num-examples (:mod:`.update_bounds`)."""
+        norms = {m.metadata.src_node_id: delta_norm(m.content.array_records[ARRAYS_RECORD][WEIGHTS_KEY].numpy())
+                 for m in messages}
+        claims = {m.metadata.src_node_id: float(m.content.metric_records[METRICS_RECORD][NUM_EXAMPLES_KEY])  # type: ignore[arg-type]
+                  for m in messages}
+        verdict = self.bounds.screen(norms, claims)
+        for node, reason in verdict.rejected.items():
+            log.rejected[node] = reason
+            logger.warning("round %d: rejected the update of node %d: %s", log.round, node, reason)
+        for node, reason in verdict.capped_reasons.items():
+            log.capped[node] = reason
+            logger.warning("round %d: node %d: %s", log.round, node, reason)
+        kept = [m for m in messages if m.metadata.src_node_id not in verdict.rejected]
+        for msg in kept:
+            if msg.metadata.src_node_id in verdict.capped:
+                msg.content.metric_records[METRICS_RECORD][NUM_EXAMPLES_KEY] = verdict.capped[msg.metadata.src_node_id]
+        return kept
 
     def _check_update(self, content: RecordDict) -> tuple[str | None, np.ndarray | None]:
         assert self._global is not None
@@ -314,8 +351,12 @@ def make_strategy(
     server_learning_rate: float = 0.01,
     trim_beta: float = 0.2,
     num_malicious_nodes: int = 0,
+    bounds: UpdateBounds | None = None,
 ) -> DeltaAggregation:
-    """Build the delta-aggregating strategy called ``name`` (one of :data:`STRATEGIES`)."""
+    """Build the delta-aggregating strategy called ``name`` (one of :data:`STRATEGIES`).
+
+    ``bounds`` (default :class:`~vane.server.update_bounds.UpdateBounds` ``()``) limit what one update can do.
+    """
     common: dict[str, Any] = {
         "fraction_train": fraction_train,
         "fraction_evaluate": fraction_evaluate,
@@ -336,5 +377,5 @@ def make_strategy(
         strategy = VaneKrum(**common, num_malicious_nodes=num_malicious_nodes)
     else:
         raise ConfigError(f"strategy is {name!r}; expected one of {', '.join(STRATEGIES)}")
-    strategy.setup_delta_aggregation(model_blob, model_version, round_offset)
+    strategy.setup_delta_aggregation(model_blob, model_version, round_offset, bounds)
     return strategy

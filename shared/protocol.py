@@ -96,6 +96,9 @@ NDCG10_KEY = "ndcg@10"
 #: The picked blend's device-side means, in a round's evaluate metrics.
 MIX_HR1_KEY = "mix-hr@1"
 MIX_MRR_KEY = "mix-mrr"
+#: In a round's train metrics: updates rejected (bad values, out of the norm bound) and weights capped.
+REJECTED_UPDATES_KEY = "rejected-updates"
+CAPPED_NUM_EXAMPLES_KEY = "capped-num-examples"
 
 # --- differential privacy, in each round's train metrics -------------------------------
 EPSILON_KEY = "dp-epsilon"

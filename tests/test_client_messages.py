@@ -188,8 +188,13 @@ def test_the_handler_itself_raises_the_vane_error(device: Device) -> None:
 def test_the_server_counts_an_error_reply_as_a_failure_and_aggregates_the_others(device: Device) -> None:
     from vane.server.strategies import make_strategy
 
+    class Nodes:  # all a strategy asks of the grid to configure a round
+        def get_node_ids(self) -> list[int]:
+            return [7, 8, 9]
+
     strategy = make_strategy("fedavg", model_blob=b"", model_version="v1")
-    strategy._global = device.weights  # what configure_train keeps of the round's global weights
+    strategy.configure_train(1, ArrayRecord({p.WEIGHTS_KEY: Array(device.weights)}), ConfigRecord({}),
+                             Nodes())  # type: ignore[arg-type]
     refused = call_app(device, message(device, config={p.LOCAL_EPOCHS_KEY: "abc"}))
     refused.metadata.__dict__["_src_node_id"] = 7
     good = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -192,6 +193,9 @@ def apply_privacy(run: FederationRun, run_config: Mapping[str, Any]) -> PrivacyS
         return privacy
     ledger = budget_ledger(run, privacy, sampled_clients(privacy.population_size, s.fraction_train, s.min_train_nodes))
     wrapper = wrap_with_dp(run.strategy, privacy, ledger)
+    # Clipping bounds every delta; a median-relative norm bound would let one device's presence decide
+    # another's rejection, beyond the sensitivity the noise is calibrated to (vane.server.update_bounds).
+    wrapper.strategy.bounds = replace(wrapper.strategy.bounds, norm_ratio=0.0)
     saved = run.strategy_state.get(CLIP_STATE_KEY)
     if privacy.adaptive_clipping and saved is not None:
         wrapper.clipping_norm = float(np.asarray(saved).reshape(-1)[0])
