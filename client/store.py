@@ -1,10 +1,9 @@
 """The encrypted on-device event store: :class:`EventStore`.
 
-One SQLite file in WAL mode (:mod:`vane.client.store_file`) holds a person's events and the
-client's state blobs. Every payload is sealed with AES-256-GCM bound to this store, to its record
-kind and to its sequence number or state slot (:mod:`vane.client.sealing`), under a master key from
-a key file, a passphrase or the caller (:mod:`vane.client.keys`). Only sequence numbers and opaque
-slot ids are stored in the clear.
+One SQLite file in WAL mode (:mod:`vane.client.store_file`) holds a person's events and the client's state
+blobs. Every payload is sealed with AES-256-GCM bound to this store, to its record kind and to its sequence
+number or state slot (:mod:`vane.client.sealing`), under a master key from a key file, a passphrase or the
+caller (:mod:`vane.client.keys`). Only sequence numbers and opaque slot ids are stored in the clear.
 
 Every authentication failure -- wrong key, a flipped byte, a moved, deleted or renumbered row, an
 older state blob put back, a truncated or corrupt file -- raises one :class:`StoreIntegrityError`
@@ -120,30 +119,26 @@ class EventStore:
         scrypt_params : (n, r, p), default (2**15, 8, 1)
             scrypt cost for a new passphrase store (an existing store keeps its own).
         synchronous : {"NORMAL", "FULL"}, default "NORMAL"
-            SQLite sync level. With WAL, NORMAL makes every commit survive a
-            crashed or killed process (append ~0.07 ms) but an OS crash or power
-            loss may undo the last commits; FULL also fsyncs each commit, which
-            survives power loss and costs one fsync (~4 ms here) per append.
+            SQLite sync level. With WAL, NORMAL makes every commit survive a crashed or killed process
+            (append ~0.08 ms) but an OS crash or power loss may undo the last commits; FULL also fsyncs
+            each commit, which survives power loss and costs one fsync (~4 ms here) per append.
         check_file : bool, default True
-            Run SQLite's ``quick_check`` over an existing file at open, so a
-            corrupt page anywhere fails now rather than on a later read
-            (about 0.7 s per million events).
+            Run SQLite's ``quick_check`` over an existing file at open, so a corrupt page anywhere fails
+            now rather than on a later read (about 0.7 s per million events).
 
-        Every open owns the file until :meth:`close`: it takes the lock ``STORE.lock`` (holding its
-        PID), and a second open anywhere fails with :class:`StoreInUseError`. The head record is
-        checked against every row (a store written before the head gets one now).
+        The open owns the file until :meth:`close` (lock ``STORE.lock``, :mod:`vane.client.store_lock`) and
+        checks the head against every row (a store written before the head gets one now).
 
         Raises
         ------
         StoreIntegrityError
-            Wrong key, a damaged, truncated or foreign file, a row missing or added, an older state
-            blob, or a scrypt cost above :data:`~vane.client.keys.MAX_SCRYPT_PARAMS`.
+            Wrong key; a damaged, truncated or foreign file; a row missing or added; an older state blob;
+            a scrypt cost above :data:`~vane.client.keys.MAX_SCRYPT_PARAMS`.
         StoreInUseError
             Another open store (in this or another process) owns the file.
-        StoreError
-            ``path`` is a directory, a FIFO or another non-file, or a new store's directory is missing.
-        KeyFileError
-            The key file is unsafe, malformed, a directory, or missing for an existing store.
+        StoreError, KeyFileError
+            A store or key path that is a directory, a FIFO or in a missing directory; an unsafe,
+            malformed or (for an existing store) missing key file.
         ValueError
             Not exactly one key source, or a bad argument.
         """
@@ -276,11 +271,8 @@ class EventStore:
         """The state blob called ``name``, or None if there is none."""
         with self._lock, opaque():
             slot = self._sealer.slot(name)
-            conn = self._db()
-            row = conn.execute("SELECT sealed FROM state WHERE slot = ?", (slot,)).fetchone()
-            if row is None:
-                return None
-            return self._sealer.open_state_record(slot, row[0])[1]
+            row = self._db().execute("SELECT sealed FROM state WHERE slot = ?", (slot,)).fetchone()
+            return None if row is None else self._sealer.open_state_record(slot, row[0])[1]
 
     def delete_state(self, name: str) -> bool:
         """Delete the state blob called ``name`` for good; True if there was one."""
