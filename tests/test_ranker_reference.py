@@ -112,3 +112,14 @@ def test_new_users_are_out_of_every_training_input():
 
     assert len(held) == 4
     assert not set(held) & set(train) and not set(held) & set(val)
+
+
+def test_the_same_seed_gives_the_same_ranks():
+    split = temporal_split(_alternating_users(12) | {"x": [_event(f"c{t % 3}", 60.0 * t) for t in range(30)]})
+    config = RankerConfig(rounds=20)
+    candidates = sample_candidates(split, 0)
+
+    first = evaluate_reference(split, ["lightgbm-query-time"], candidates, config)[1]["lightgbm-query-time"]
+    second = evaluate_reference(split, ["lightgbm-query-time"], candidates, config)[1]["lightgbm-query-time"]
+
+    assert first.ranks == second.ranks
