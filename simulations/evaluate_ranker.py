@@ -21,7 +21,14 @@ from vane.shared.population import population_stats
 from vane.simulations.baselines import BASELINES
 from vane.simulations.candidates import ItemCandidates, sampled_item_rank
 from vane.simulations.evaluate_baselines import baseline_trace
-from vane.simulations.evaluate_slices import EventInfo, EventTrace, compare, ranking_metrics, slice_metrics
+from vane.simulations.evaluate_slices import (
+    EventInfo,
+    EventTrace,
+    bucket_ratios,
+    compare,
+    ranking_metrics,
+    slice_metrics,
+)
 from vane.simulations.ranker_reference import VARIANTS, RankerConfig, score_sequences, train_reference
 from vane.simulations.split import Split
 
@@ -80,6 +87,7 @@ def slices_section(traces: Mapping[str, EventTrace], info: EventInfo, methods: M
     }
     if best is not None and best in traces:
         section["ratios"] = compare(traces, info, best, seed)
+        section["bucket_ratios"] = bucket_ratios(traces, info, [n for n in traces if n in BASELINES], seed)
     return section
 
 

@@ -134,6 +134,22 @@ def bootstrap_ratio(ranks: np.ndarray, reference: np.ndarray, users: np.ndarray,
     return {"ratio": float(a.sum() / b.sum()) if b.sum() else float("nan"), "low": float(low), "high": float(high)}
 
 
+def bucket_ratios(traces: Mapping[str, EventTrace], info: EventInfo, baselines: Sequence[str], seed: int = 0
+                  ) -> dict[str, dict[str, object]]:
+    """Per bucket of prior events: the best of ``baselines`` there by HR@1, and every method's HR@1 ratio to it."""
+    out: dict[str, dict[str, object]] = {}
+    for label, lo, hi in BUCKETS:
+        mask = (info.prior >= lo) & (info.prior <= hi)
+        if not mask.any() or not baselines:
+            continue
+        ranks = {name: np.asarray(t.ranks, dtype=float)[mask] for name, t in traces.items()}
+        best = max(baselines, key=lambda n: (float(np.mean(ranks[n] <= 1)), float(np.mean(1.0 / ranks[n]))))
+        users = np.unique(info.user[mask], return_inverse=True)[1]
+        out[label] = {"best_baseline": best, "hr@1": {name: bootstrap_ratio(r, ranks[best], users, seed=seed)
+                                                      for name, r in ranks.items()}}
+    return out
+
+
 def compare(traces: Mapping[str, EventTrace], info: EventInfo, reference: str, seed: int = 0
             ) -> dict[str, dict[str, dict[str, float]]]:
     """Every traced method's HR@1 and MRR ratio to ``reference`` (the best baseline), with 95% intervals."""

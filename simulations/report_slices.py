@@ -58,13 +58,27 @@ def slice_tables(section: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def bucket_ratio_table(section: Mapping[str, Any]) -> list[str]:
+    """Per bucket of prior events: each non-baseline method's HR@1 ratio to the best baseline of that bucket."""
+    per = section.get("bucket_ratios") or {}
+    if not per:
+        return []
+    names = [n for n in next(iter(per.values()))["hr@1"] if n.startswith("lightgbm")]
+    lines = ["HR@1 ratio to the best baseline *within* each bucket of prior events (95% user bootstrap):", "",
+             "| bucket | best baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for label, row in per.items():
+        cells = " | ".join(_ratio(row["hr@1"][n]) for n in names)
+        lines.append(f"| {label} | {row['best_baseline']} | {cells} |")
+    return lines
+
+
 def render_slices(results: Mapping[str, Any]) -> list[str]:
     """The report lines of the ``slices`` and ``new_users`` sections (empty when neither ran)."""
     lines: list[str] = []
     section = results.get("slices")
     if section:
         lines += ["", "## Where each method wins (test events)", "", *ratio_table(section, results["methods"]), "",
-                  *slice_tables(section)]
+                  *slice_tables(section), "", *bucket_ratio_table(section)]
         lightgbm = [n for n in results["methods"] if n.startswith("lightgbm")]
         for name in lightgbm:
             top = results["methods"][name].get("feature_importance") or {}
@@ -76,6 +90,6 @@ def render_slices(results: Mapping[str, Any]) -> list[str]:
     if new:
         lines += ["", f"## New users ({new['users']} held out of training entirely, online on their first "
                   f"{new['events_per_user']} events; {new['events']} scored events)", "",
-                  *ratio_table(new, new["overall"]), "", *slice_tables(new),
+                  *ratio_table(new, new["overall"]), "", *slice_tables(new), "", *bucket_ratio_table(new),
                   "", f"New-user wall time {results.get('wall_seconds_new_users', float('nan')):.1f} s."]
     return lines

@@ -12,7 +12,14 @@ from vane.simulations.baselines import BASELINES, evaluate_next_category
 from vane.simulations.candidates import sample_candidates
 from vane.simulations.evaluate_baselines import baseline_trace
 from vane.simulations.evaluate_ranker import evaluate_reference, evaluation_sequences, new_user_split
-from vane.simulations.evaluate_slices import EventInfo, EventTrace, bootstrap_ratio, explore_rank, slice_metrics
+from vane.simulations.evaluate_slices import (
+    EventInfo,
+    EventTrace,
+    bootstrap_ratio,
+    bucket_ratios,
+    explore_rank,
+    slice_metrics,
+)
 from vane.simulations.ranker_reference import RankerConfig, fold_statistics, full_rank
 from vane.simulations.split import temporal_split
 
@@ -123,3 +130,18 @@ def test_the_same_seed_gives_the_same_ranks():
     second = evaluate_reference(split, ["lightgbm-query-time"], candidates, config)[1]["lightgbm-query-time"]
 
     assert first.ranks == second.ranks
+
+
+def test_bucket_ratios_compare_with_the_best_baseline_of_each_bucket():
+    before = [_event("a", 0)]
+    scored = [_event("a", t) for t in range(1, 9)]
+    info = EventInfo.of([(before, scored), (before, scored)])
+    good = EventTrace([1.0] * 16)
+    bad = EventTrace([1.0 if info.prior[i] <= 5 else 2.0 for i in range(16)])
+    worse = EventTrace([2.0 if info.prior[i] <= 5 else 1.0 for i in range(16)])
+
+    result = bucket_ratios({"b1": bad, "b2": worse, "m": good}, info, ["b1", "b2"])
+
+    assert result["1-5"]["best_baseline"] == "b1" and result["6-20"]["best_baseline"] == "b2"
+    assert result["1-5"]["hr@1"]["m"]["ratio"] == 1.0 == result["6-20"]["hr@1"]["m"]["ratio"]
+    assert "21-50" not in result
