@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from vane.shared.protocol import ARRAYS_RECORD, NODE_PARTITION_ID_KEY, SECAGG_CONFIGS_RECORD
+from vane.shared.protocol import (
+    ARRAYS_RECORD,
+    CONFIG_RECORD,
+    LOCAL_EPOCHS_KEY,
+    NODE_PARTITION_ID_KEY,
+    SECAGG_CONFIGS_RECORD,
+)
 
 if TYPE_CHECKING:
     from flwr.app import Context, Message, RecordDict
@@ -172,11 +178,14 @@ class FaultInjection:
     ----------
     nan : sequence of int, default ()
     crash : sequence of int, default ()
+    malformed : sequence of int, default ()
+        Partitions whose train messages arrive with ``local-epochs = "abc"`` (the ClientApp refuses them).
     """
 
-    def __init__(self, nan: Sequence[int] = (), crash: Sequence[int] = ()) -> None:
+    def __init__(self, nan: Sequence[int] = (), crash: Sequence[int] = (), malformed: Sequence[int] = ()) -> None:
         self.nan = set(nan)
         self.crash = set(crash)
+        self.malformed = set(malformed)
 
     def __call__(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         from flwr.app import Array, ArrayRecord
@@ -185,6 +194,8 @@ class FaultInjection:
         is_train = msg.metadata.message_type.startswith("train")
         if is_train and pid in self.crash:
             raise RuntimeError(f"injected crash on partition {pid}")
+        if is_train and pid in self.malformed and msg.has_content() and CONFIG_RECORD in msg.content.config_records:
+            msg.content.config_records[CONFIG_RECORD][LOCAL_EPOCHS_KEY] = "abc"
         reply = call_next(msg, context)
         if is_train and pid in self.nan and reply.has_content():
             for rec in reply.content.array_records.values():

@@ -4,7 +4,8 @@ Three Ray runs share one population and one LiteRT export:
 
 - ``full``: 3 rounds; partition 0 replies with NaN deltas and partition 1 crashes
   in every training round; a mod records every ClientApp reply;
-- ``first_two`` + ``resumed``: the same run stopped after round 2 and resumed to round 3.
+- ``first_two`` + ``resumed``: the same run stopped after round 2 and resumed to round 3;
+- ``malformed``: 1 round on 4 users in which partition 0's train message carries ``local-epochs = "abc"``.
 """
 
 from __future__ import annotations
@@ -158,3 +159,24 @@ def test_the_blend_is_picked_by_federated_evaluation_published_and_kept_on_the_d
     devices = result.out_dir / "devices"
     with InterestTracker.open(sim_store_path(devices, 5), key_file=devices / SIM_KEY_FILE) as tracker:
         assert tracker.mix == Mix.of(result.round(2)["mix"])
+
+
+@pytest.fixture(scope="module")
+def malformed(setup, tmp_path_factory):
+    users, taxonomy, spec, blob = setup
+    four = dict(sorted(users.items())[:4])
+    out = tmp_path_factory.mktemp("malformed")
+    mods = [FaultInjection(malformed=[0])]
+    return run_federated(four, taxonomy, spec, out_dir=out, model_blob=blob, client_mods=mods,
+                         **{**RUN, "rounds": 1, "local_epochs": 1})
+
+
+def test_a_malformed_message_is_refused_by_its_device_and_the_round_goes_on(malformed):
+    """The device answers with an error reply naming the ConfigError; the server logs it as a failure."""
+    entry = malformed.round(1)
+    assert len(entry["failed"]) == 1
+    (reason,) = entry["failed"].values()
+    assert reason == "ConfigError: message config local-epochs is 'abc'; expected an integer"
+    assert len(entry["aggregated-nodes"]) == 3 and not entry["rejected"]
+    assert entry["train"]["rejected-updates"] == 0 and entry["train"]["capped-num-examples"] == 0
+    assert not entry["evaluate-failed"] and 0 < entry["evaluate"]["hr@5"] <= 1  # its evaluate messages are fine
