@@ -13,6 +13,10 @@ built on the delta aggregation (FedAvg, FedAdam, FedProx, FedTrimmedAvg, Krum) g
 2. **Weight cap.** A claimed ``num-examples`` above ``max-num-examples``, or above
    ``num-examples-ratio`` × the round's median claim, is lowered to that cap (logged and counted
    as :data:`~vane.shared.protocol.CAPPED_NUM_EXAMPLES_KEY`); the update is still aggregated.
+   One device that lies about its examples among ``n`` honest ones of about the median claim
+   keeps at most ``k / (k + n)`` of the step (``k`` = the ratio: 2/3 with 5 honest devices at the
+   default 10, 1/11 with 100); a lower ratio bounds it further, at the price of weighing devices
+   with much more data than the median like the cap.
 
 The median is the *lower* median (the ⌈n/2⌉-th smallest value), so that fewer than half of the
 updates can never raise it: with two updates, the smaller one sets the bound. A round in which no

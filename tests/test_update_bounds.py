@@ -99,7 +99,7 @@ def test_without_the_bound_the_1e30_delta_takes_over_the_round() -> None:
     assert not s.rounds[1].rejected and np.max(np.abs(new)) > 1e28
 
 
-def test_a_claim_of_1e30_examples_is_capped_near_the_honest_weighting() -> None:
+def test_a_claim_of_1e30_examples_is_capped_at_ten_times_the_median_claim() -> None:
     deltas = honest_deltas()
     liar = np.full(SIZE, 0.02, dtype=np.float32)  # a plausible delta: within the norm bound
     s = strategy()
