@@ -153,3 +153,19 @@ def test_two_devices_the_smaller_norm_sets_the_bound() -> None:
 def test_bad_bound_settings_are_refused(config: dict[str, object], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         ServerSettings.from_run_config(config)
+
+
+@pytest.mark.slow
+def test_the_run_passes_its_bounds_and_dp_turns_the_norm_ratio_off(tmp_path) -> None:
+    """A median-relative rejection would change DP's sensitivity; clipping bounds every delta there instead."""
+    pytest.importorskip("tensorflow")
+    from vane.server.privacy import apply_privacy
+    from vane.server.run import FederationRun
+
+    settings = ServerSettings(out_dir=str(tmp_path), update_norm_ratio=4.0, num_examples_ratio=3.0,
+                              max_num_examples=500)
+    plain = FederationRun(settings)
+    assert plain.strategy.bounds == UpdateBounds(4.0, 3.0, 500.0)  # type: ignore[attr-defined]
+    private = FederationRun(settings)
+    apply_privacy(private, {"dp-mode": "server", "noise-multiplier": 1.0, "clipping-norm": 0.5})
+    assert private.strategy.strategy.bounds == UpdateBounds(0.0, 3.0, 500.0)  # type: ignore[attr-defined]
