@@ -2,8 +2,8 @@
 
 It is the decayed profile, the shift detector, the person's first-order category transitions and
 the last *kept* event (the one the duplicate rule of :mod:`vane.shared.events` compares with). It is
-rebuilt exactly by replaying the stored events in order, and persisted (as JSON, inside the
-encrypted store) only as a cache.
+rebuilt exactly by replaying the stored events in event-time order (:func:`time_key`; see
+:mod:`vane.client.tracker_state`), and persisted (as JSON, inside the encrypted store) only as a cache.
 """
 
 from __future__ import annotations
@@ -15,6 +15,21 @@ from typing import Any
 from vane.client.profile import DecayedProfile, TransitionEstimate
 from vane.client.shifts import Shift, ShiftDetector
 from vane.shared.events import Event
+
+
+def event_key(event: Event) -> tuple[Any, ...]:
+    """The order of events in time: timestamp, then item id, kind, title, categories and dwell.
+
+    Everything but the timestamp is a tiebreak that depends only on the event itself, never on when
+    it arrived, so events of the same instant replay in the same order whatever the import order.
+    """
+    return (event.unix_time, event.item_id, event.kind, event.title or "", event.categories,
+            -1.0 if event.dwell_s is None else event.dwell_s)
+
+
+def time_key(seq: int, event: Event) -> tuple[Any, ...]:
+    """:func:`event_key` then ``seq``: between two identical events, the one stored first."""
+    return (*event_key(event), seq)
 
 
 @dataclass
@@ -33,6 +48,9 @@ class PersonalState:
         The newest event kept (stored and replayed); duplicates are judged against it.
     last_seq : int
         The store sequence number of ``last_event`` (0 before any event).
+    newest : Event or None
+        The newest *stored* event in time (by :func:`event_key`); usually ``last_event``, unless a
+        later-arriving older event made it a duplicate. An event after it advances the state in O(1).
     """
 
     profile: DecayedProfile
@@ -40,6 +58,7 @@ class PersonalState:
     transitions: TransitionEstimate = field(default_factory=TransitionEstimate)
     last_event: Event | None = None
     last_seq: int = 0
+    newest: Event | None = None
 
     @classmethod
     def new(cls, half_life_s: float, detector_config: Mapping[str, float] | None = None) -> PersonalState:
@@ -71,6 +90,7 @@ class PersonalState:
         self.transitions.update(event.categories)
         shift = self.detector.update(event.categories, seq, now)
         self.last_event, self.last_seq = event, seq
+        self.newest = event
         return shift
 
     def update_many(self, items: list[tuple[int, Event]]) -> None:
@@ -82,6 +102,7 @@ class PersonalState:
         self.detector.update_many([(ev.categories, seq, ev.unix_time) for seq, ev in items])
         if items:
             self.last_seq, self.last_event = items[-1]
+            self.newest = self.last_event
 
     def distributions(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
         """The short memory, the profile shares and the next-category transitions."""
@@ -103,6 +124,7 @@ class PersonalState:
             "last_item": self.last_item,
             "last_seq": self.last_seq,
             "last_event": None if self.last_event is None else self.last_event.to_dict(),
+            "newest": None if self.newest is None else self.newest.to_dict(),
         }
 
     @classmethod
@@ -112,11 +134,12 @@ class PersonalState:
         A state saved before ``last_event`` existed loads with ``last_event`` None; the tracker then
         reads the event ``last_seq`` from its store.
         """
-        last = data.get("last_event")
+        last, newest = data.get("last_event"), data.get("newest")
         return cls(
             profile=DecayedProfile.from_dict(data["profile"]),
             detector=ShiftDetector.from_dict(data["detector"]),
             transitions=TransitionEstimate.from_dict(data["transitions"]),
             last_event=Event.from_dict(last) if last is not None else None,
             last_seq=int(data["last_seq"]),
+            newest=Event.from_dict(newest) if newest is not None else None,
         )

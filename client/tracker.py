@@ -8,13 +8,13 @@ so the LSTM state advances in constant time per event. The answers (:meth:`inter
 Rules for missing and duplicate data
     - An event missing ``item_id``, ``timestamp`` or ``kind`` is rejected.
     - A missing category maps to ``other``; a missing ``dwell_s`` stays unknown.
-    - An event repeating the last *kept* event's item within one second is a
-      duplicate (:func:`vane.shared.events.is_duplicate`, the one rule for
-      :meth:`record`, :meth:`record_many` and history imports): it is not
-      stored and :meth:`record` returns ``None``.
+    - An event repeating its kept predecessor *in time* within 1 s is a duplicate (one rule, ``is_duplicate``,
+      for :meth:`record`, :meth:`record_many`, imports): not stored, :meth:`record` returns ``None``.
+    - Answers follow event time, not arrival: an older event is inserted in its place (:mod:`.tracker_state`).
+      ``store.events()`` and :meth:`export` list events by ``seq``: *insertion* order.
 
-Without a model the tracker answers from the decayed profile, a short-memory profile and this person's
-first-order transitions, and every answer says ``source="profile"``.
+Without a model the answers come from the decayed profile, a short-memory profile and the person's transitions
+(``source="profile"``).
 
 The pieces, one concern each: :mod:`~vane.client.tracker_state` (the personal and LSTM state kept in step with
 the store, also after forget and retention), :mod:`~vane.client.predictor` (the blended answers, ``Mix``),
@@ -64,10 +64,7 @@ def _as_event(event: Event | Mapping[str, Any]) -> Event:
 
 
 class InterestTracker:
-    """Tracks one person's interests on their device.
-
-    Open one with :meth:`open`; it is safe to call from several threads.
-    """
+    """Tracks one person's interests on their device. Open one with :meth:`open`; safe from several threads."""
 
     def __init__(self, store: EventStore, taxonomy: Taxonomy | None, model: LiteModel | None,
                  model_version: str | None, half_life_s: float, mix: Mix,
@@ -189,8 +186,10 @@ class InterestTracker:
 
     @property
     def personal_state(self) -> PersonalState:
-        """This person's model-free state after the last recorded event (do not modify it)."""
-        return self._state.personal
+        """This person's model-free state after the newest event in time (do not modify it)."""
+        with self._lock:
+            self._state.sync()
+            return self._state.personal
 
     @property
     def persist_every(self) -> int:
@@ -294,7 +293,7 @@ class InterestTracker:
             return self._state.delete(lambda: self._store.apply_retention(max_age_days, max_events, now))
 
     def export(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        """The person's own data as JSON: events, profile, predictions and shifts."""
+        """The person's own data as JSON: events (in insertion order, by ``seq``), profile, predictions, shifts."""
         with self._lock:
             self._state.save()
             data = self._store.export(None)
@@ -382,7 +381,7 @@ class InterestTracker:
         with self._lock:
             model = self._lstm.require_model()
             assert self._lstm.featurizer is not None
-            events = [ev for _, ev in self._store.events()]
+            events = [ev for _, ev in self._state.time_ordered()]
             result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed, holdout_fraction)
             if result.steps:
                 self._state.slots.save_weights(model.get_weights())
@@ -396,5 +395,5 @@ class InterestTracker:
         See :func:`vane.client.training.evaluate_local` for the metrics, and ``mix_candidates``.
         """
         with self._lock:
-            return evaluate_local(self._store.events(), self.new_personal_state, self.predictor, self._lstm.model,
+            return evaluate_local(self._state.time_ordered(), self.new_personal_state, self.predictor, self._lstm.model,
                                   self._lstm.featurizer, holdout_fraction, ks, mix_candidates)

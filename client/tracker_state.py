@@ -1,9 +1,28 @@
 """``TrackerState``: the state every answer reads, kept in step with the stored events.
 
 It pairs the model-free :class:`~vane.client.personal.PersonalState` with the LSTM's
-:class:`~vane.client.model_state.ModelState`. Both are caches of replaying the stored events in
-order: the saved copy (``tracker/state``) is written every ``persist_every`` events and on close,
-and opening replays the events stored after it, so a crash costs only a short catch-up.
+:class:`~vane.client.model_state.ModelState`. Both are caches of replaying the stored events **in
+event time**, whatever order they arrived in: sorted by :func:`time_key` (timestamp, then item id
+and the rest of the event, then ``seq`` only between identical events), with the one duplicate rule
+(:func:`vane.shared.events.is_duplicate`) applied over that time-sorted sequence. So the answers
+(interests, predictions, shifts, the LSTM state) do not depend on import or arrival order.
+
+- An event newer than every stored one (the usual case) advances the state in O(1) (``step``), as
+  before; it is a duplicate when it repeats the last *kept* event's item within the window.
+- An older event (a history imported after newer ones, a late event) is inserted in its place: it is
+  a duplicate when it repeats its kept predecessor in time; otherwise it is stored (with the next
+  insertion ``seq``) and the state is rebuilt from the time-sorted events, lazily, once, before the
+  next answer or save. An import of an older history therefore costs one read of the store and one
+  replay, not one per batch. (Replaying only from the insertion point would need a saved state at
+  that point in time, which the tracker does not keep.) A late event may make a stored later event a
+  duplicate of it (a reload within the window): that event stays stored but is skipped by the
+  replay, as if it had arrived in order. The one case that still depends on order is a burst of one
+  item within the duplicate window whose middle visit arrived first (the stored set differs; see
+  :meth:`TrackerState.record_many`).
+
+The saved copy (``tracker/state``) is written every ``persist_every`` events and on close, and
+opening catches up on the events stored after it (``covered_seq``), so a crash costs only a short
+catch-up; a state saved in arrival order (before ``"order": "time"``) is replayed once.
 
 Deleting events (forget, retention) deletes the saved copy in the same store transaction and bumps
 the store's :attr:`~vane.client.store.EventStore.generation`; the state is then rebuilt from the
@@ -13,17 +32,40 @@ title or count survives in memory, in the answers or on disk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from vane.client.model_state import ModelState
 from vane.client.persistence import TrackerSlots
-from vane.client.personal import PersonalState
+from vane.client.personal import PersonalState, event_key, time_key
 from vane.client.store import EventStore
 from vane.shared.events import Event, dedupe, is_duplicate
 
 #: Batches longer than this advance the state in one block (chunked ``infer``, a block of the detector).
 _BLOCK = 8
+#: Placeholder ``seq`` of events not stored yet: after every stored one with the same event key.
+_UNSTORED = 1 << 62
+#: The saved state's order marker; a state without it was computed in arrival order.
+ORDER = "time"
+
+#: One stored event in the time-sorted timeline: ``(time_key, seq, event)``.
+Entry = tuple[tuple[Any, ...], int, Event]
+
+
+def kept_in_time_order(entries: Iterable[Entry], last: Event | None = None) -> list[tuple[int, Event]]:
+    """The ``(seq, event)`` of time-sorted ``entries`` that the duplicate rule keeps after ``last`` (the last kept)."""
+    out: list[tuple[int, Event]] = []
+    for _, seq, event in entries:
+        if is_duplicate(event, last):
+            continue
+        out.append((seq, event))
+        last = event
+    return out
+
+
+def _timeline(stored: Iterable[tuple[int, Event]]) -> list[Entry]:
+    return sorted((time_key(seq, ev), seq, ev) for seq, ev in stored)
 
 
 class TrackerState:
@@ -53,12 +95,28 @@ class TrackerState:
         #: Save after this many new events (the saved state is a cache; see the module docstring).
         self.persist_every = 128
         self.generation = store.generation
+        #: The highest store ``seq`` the state has taken into account.
+        self.covered_seq = 0
+        #: While not None, the time-sorted stored events the state must be replayed from (late events came).
+        self._pending: list[Entry] | None = None
+
+    # ---- recording ------------------------------------------------------------------------------
+    def _newest(self) -> Event | None:
+        return self._pending[-1][2] if self._pending else self.personal.newest
+
+    def _in_order(self, first: Event) -> bool:
+        newest = self._newest()
+        return newest is None or event_key(first) >= event_key(newest)
 
     def record(self, event: Event) -> int | None:
-        """Store ``event`` and take it, unless it is a duplicate of the last kept event (then None).
+        """Store ``event`` and take it, unless it is a duplicate of the kept event before it in time (then None).
 
         The one duplicate rule, :func:`vane.shared.events.is_duplicate`.
         """
+        if not self._in_order(event):
+            seqs = self._insert([event])
+            return seqs[0] if seqs else None
+        self.sync()
         if is_duplicate(event, self.personal.last_event):
             return None
         seq = self._store.append(event)
@@ -67,20 +125,47 @@ class TrackerState:
         return seq
 
     def record_many(self, events: Sequence[Event]) -> list[int]:
-        """Store and take the events that :func:`vane.shared.events.dedupe` keeps, in one transaction.
+        """Store and take the events the duplicate rule keeps, in one transaction; returns their seqs.
 
-        Exactly what :meth:`record` one by one keeps, because both compare with the last kept event.
+        The batch is taken in time order (stored sorted by :func:`event_key`), so it keeps exactly what
+        :meth:`record` one by one keeps for events arriving in time order; events older than the newest
+        stored one are inserted in their place (see the module docstring). The duplicate rule drops an
+        event that repeats its kept predecessor in time; an event dropped is never stored, so a burst
+        ``a@0, a@0.5, a@1.2`` keeps ``0`` and ``1.2`` when it arrives in order or backwards, but only
+        ``0.5`` when ``0.5`` arrived alone first (``1.2`` was then its duplicate and is gone).
         """
-        kept = dedupe(events, self.personal.last_event)
+        batch = sorted(events, key=event_key)
+        if not batch:
+            return []
+        if not self._in_order(batch[0]):
+            return self._insert(batch)
+        self.sync()
+        kept = dedupe(batch, self.personal.last_event)
         seqs = self._store.append_many(kept)
         self.advance_many(list(zip(seqs, kept, strict=True)))
         return seqs
 
+    def _insert(self, batch: list[Event]) -> list[int]:
+        """Store the events of ``batch`` (sorted) that are kept in their place in time; replay lazily."""
+        if self._pending is None:
+            self.sync()
+            self._pending = _timeline(self._store.events())
+        new = [(time_key(_UNSTORED + i, ev), _UNSTORED + i, ev) for i, ev in enumerate(batch)]
+        merged = sorted(self._pending + new)
+        kept_new = [ev for seq, ev in kept_in_time_order(merged) if seq >= _UNSTORED]
+        seqs = self._store.append_many(kept_new)
+        real = dict(zip((id(ev) for ev in kept_new), seqs, strict=True))
+        self._pending = [entry if entry[1] < _UNSTORED else (time_key(real[id(entry[2])], entry[2]),
+                                                             real[id(entry[2])], entry[2])
+                         for entry in merged if entry[1] < _UNSTORED or id(entry[2]) in real]
+        return seqs
+
     def advance(self, seq: int, event: Event) -> None:
-        """Take one kept event (stored as ``seq``)."""
+        """Take one kept event (stored as ``seq``), newer than every event taken before."""
         previous = self.personal.last_time
         self.personal.update(seq, event)
         self.lstm.step(event, previous)
+        self.covered_seq = max(self.covered_seq, seq)
 
     def advance_many(self, items: list[tuple[int, Event]]) -> None:
         """Take kept ``(seq, event)`` items in order: the same state as :meth:`advance` for each."""
@@ -93,6 +178,8 @@ class TrackerState:
         else:
             for seq, ev in items:
                 self.advance(seq, ev)
+        if items:
+            self.covered_seq = max(self.covered_seq, max(seq for seq, _ in items))
         self.after_records(len(items))
 
     def after_records(self, n: int) -> None:
@@ -101,10 +188,17 @@ class TrackerState:
         if self.unsaved >= self.persist_every:
             self.save()
 
+    # ---- replaying ------------------------------------------------------------------------------
+    def time_ordered(self) -> list[tuple[int, Event]]:
+        """The stored events the state is built from: time-sorted, duplicates (in time) left out."""
+        return kept_in_time_order(_timeline(self._store.events()))
+
     def sync(self) -> None:
-        """Rebuild everything from the stored events if some were deleted since the state was built."""
+        """Rebuild from the stored events if some were deleted, or older ones inserted, since the state was built."""
         if self.generation != self._store.generation:
             self.replay()
+        elif self._pending is not None:
+            self._replay(self._pending)
 
     def refresh(self) -> None:
         """Bring the state in line with the store: replay after deletions, rebuild a stale LSTM state."""
@@ -113,29 +207,37 @@ class TrackerState:
             self.rebuild_model()
 
     def rebuild_model(self) -> None:
-        """Recompute the LSTM state from the whole stored history, once."""
-        self.lstm.rebuild([ev for _, ev in self._store.events()] if self.lstm.model is not None else [])
+        """Recompute the LSTM state from the whole stored history (in time order), once."""
+        self.lstm.rebuild([ev for _, ev in self.time_ordered()] if self.lstm.model is not None else [])
 
     def replay(self) -> None:
-        """Rebuild everything from the stored events (after some were deleted)."""
+        """Rebuild everything from the stored events, in time order (after deletions, insertions, old states)."""
+        self._replay(_timeline(self._store.events()))
+
+    def _replay(self, timeline: list[Entry]) -> None:
         self.generation = self._store.generation
+        self._pending = None
         self.personal = self._new_personal()
-        stored = self._store.events()
-        if stored:
-            self.personal.update_many(stored)
-        self.lstm.rebuild([ev for _, ev in stored] if self.lstm.model is not None else [])
+        kept = kept_in_time_order(timeline)
+        if kept:
+            self.personal.update_many(kept)
+        self.personal.newest = timeline[-1][2] if timeline else None
+        self.covered_seq = max((seq for _, seq, _ in timeline), default=0)
+        self.lstm.rebuild([ev for _, ev in kept] if self.lstm.model is not None else [])
 
     def save(self) -> None:
         """Persist the state, labelled with the model version it was computed with."""
         self.refresh()
         state: dict[str, Any] = {"personal": self.personal.to_dict(), "model_version": self.model_version,
-                                 "generation": self.generation, **self.lstm.to_dict()}
+                                 "generation": self.generation, "order": ORDER, "covered_seq": self.covered_seq,
+                                 **self.lstm.to_dict()}
         self.slots.save_state(state)
         self.unsaved = 0
 
     def delete(self, deletion: Callable[[], int]) -> int:
         """Run a store deletion (``forget``, ``apply_retention``), then at once rebuild from the remaining
         events, save, and scrub the file of every older copy; returns how many went."""
+        self.sync()
         removed = deletion()
         self.replay()
         self.save()
@@ -147,26 +249,44 @@ class TrackerState:
 
         The LSTM part is kept only when it was computed with :attr:`model_version` and the app did not
         pass a new model (``fresh_model``); otherwise it is rebuilt lazily. A state saved before the store's
-        last deletion (another :attr:`generation`) is not used at all: everything is replayed.
+        last deletion (another :attr:`generation`), or in arrival order (no ``"order": "time"``), is not
+        used at all: everything is replayed. Events stored after the state that are all newer than it are
+        taken in O(1) each; an older one among them means a replay.
         """
         state = self.slots.state()
         self.generation = self._store.generation
-        if state is not None and state.get("generation") != self.generation:
-            state = None  # saved before events were deleted (or by a version without this check): replay all
-        if state is not None:
-            self.personal = PersonalState.from_dict(state["personal"])
-            if self.personal.last_event is None and self.personal.last_seq > 0:
-                # Saved before the state kept its last event: read it back from the store.
-                found = self._store.events(since_seq=self.personal.last_seq - 1, limit=1)
-                if found and found[0][0] == self.personal.last_seq:
-                    self.personal.last_event = found[0][1]
-            same_model = state.get("model_version") == self.model_version and not fresh_model
-            if not (same_model and self.lstm.restore(state)):
-                self.lstm.mark_stale()
-        behind = self._store.events(since_seq=self.personal.last_seq)
-        if behind and self.lstm.h is None:
+        if state is not None and (state.get("generation") != self.generation or state.get("order") != ORDER):
+            state = None  # saved before events were deleted, or in arrival order: replay all
+        if state is None:
+            self.replay()
+            if self.covered_seq:
+                self.save()
+            return
+        self.personal = PersonalState.from_dict(state["personal"])
+        self.covered_seq = int(state.get("covered_seq", self.personal.last_seq))
+        if self.personal.last_event is None and self.personal.last_seq > 0:
+            # Saved before the state kept its last event: read it back from the store.
+            found = self._store.events(since_seq=self.personal.last_seq - 1, limit=1)
+            if found and found[0][0] == self.personal.last_seq:
+                self.personal.last_event = found[0][1]
+        if self.personal.newest is None:
+            self.personal.newest = self.personal.last_event
+        same_model = state.get("model_version") == self.model_version and not fresh_model
+        if not (same_model and self.lstm.restore(state)):
             self.lstm.mark_stale()
-        for seq, event in behind:  # catch up on events stored after the last saved state
-            self.advance(seq, event)
-        if behind:
-            self.save()
+        behind = self._store.events(since_seq=self.covered_seq)
+        if not behind:
+            return
+        keys = [event_key(ev) for _, ev in behind]
+        newest = self.personal.newest
+        ascending = all(a <= b for a, b in pairwise(keys))
+        if ascending and (newest is None or keys[0] >= event_key(newest)):
+            if self.lstm.h is None:
+                self.lstm.mark_stale()
+            entries = ((k, seq, ev) for k, (seq, ev) in zip(keys, behind, strict=True))
+            self.advance_many(kept_in_time_order(entries, self.personal.last_event))
+            self.personal.newest = behind[-1][1]
+            self.covered_seq = behind[-1][0]
+        else:
+            self.replay()
+        self.save()
