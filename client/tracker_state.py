@@ -32,6 +32,7 @@ title or count survives in memory, in the answers or on disk.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -127,37 +128,56 @@ class TrackerState:
     def record_many(self, events: Sequence[Event]) -> list[int]:
         """Store and take the events the duplicate rule keeps, in one transaction; returns their seqs.
 
-        The batch is taken in time order (stored sorted by :func:`event_key`), so it keeps exactly what
-        :meth:`record` one by one keeps for events arriving in time order; events older than the newest
-        stored one are inserted in their place (see the module docstring). The duplicate rule drops an
-        event that repeats its kept predecessor in time; an event dropped is never stored, so a burst
-        ``a@0, a@0.5, a@1.2`` keeps ``0`` and ``1.2`` when it arrives in order or backwards, but only
-        ``0.5`` when ``0.5`` arrived alone first (``1.2`` was then its duplicate and is gone).
+        The events are stored in the order given (their ``seq``) and taken in time order (sorted by
+        :func:`event_key`), so a batch keeps exactly what :meth:`record` one by one keeps for events
+        arriving in time order; events older than the newest stored one are inserted in their place
+        (see the module docstring). The duplicate rule drops an event that repeats its kept
+        predecessor in time; an event dropped is never stored, so a burst ``a@0, a@0.5, a@1.2`` keeps
+        ``0`` and ``1.2`` when it arrives in order or backwards, but only ``0.5`` when ``0.5`` arrived
+        alone first (``1.2`` was then its duplicate and is gone).
         """
-        batch = sorted(events, key=event_key)
-        if not batch:
+        batch = list(events)
+        ordered = sorted(batch, key=event_key)
+        if not ordered:
             return []
-        if not self._in_order(batch[0]):
+        if not self._in_order(ordered[0]):
             return self._insert(batch)
         self.sync()
-        kept = dedupe(batch, self.personal.last_event)
-        seqs = self._store.append_many(kept)
-        self.advance_many(list(zip(seqs, kept, strict=True)))
+        kept = dedupe(ordered, self.personal.last_event)
+        seqs, seq_of = self._store_kept(batch, kept)
+        self.advance_many([(seq_of[id(ev)].pop(0), ev) for ev in kept])
         return seqs
 
+    def _store_kept(self, batch: list[Event], kept: Sequence[Event]) -> tuple[list[int], dict[int, list[int]]]:
+        """Store the ``kept`` events in ``batch`` order; their seqs, and the seqs of each event object."""
+        left = Counter(id(ev) for ev in kept)
+        to_store = []
+        for ev in batch:
+            if left[id(ev)] > 0:
+                left[id(ev)] -= 1
+                to_store.append(ev)
+        seqs = self._store.append_many(to_store)
+        seq_of: dict[int, list[int]] = {}
+        for ev, seq in zip(to_store, seqs, strict=True):
+            seq_of.setdefault(id(ev), []).append(seq)
+        return seqs, seq_of
+
     def _insert(self, batch: list[Event]) -> list[int]:
-        """Store the events of ``batch`` (sorted) that are kept in their place in time; replay lazily."""
+        """Store the events of ``batch`` that are kept in their place in time; replay lazily."""
         if self._pending is None:
             self.sync()
             self._pending = _timeline(self._store.events())
-        new = [(time_key(_UNSTORED + i, ev), _UNSTORED + i, ev) for i, ev in enumerate(batch)]
+        ordered = sorted(batch, key=event_key)
+        new = [(time_key(_UNSTORED + i, ev), _UNSTORED + i, ev) for i, ev in enumerate(ordered)]
         merged = sorted(self._pending + new)
         kept_new = [ev for seq, ev in kept_in_time_order(merged) if seq >= _UNSTORED]
-        seqs = self._store.append_many(kept_new)
-        real = dict(zip((id(ev) for ev in kept_new), seqs, strict=True))
-        self._pending = [entry if entry[1] < _UNSTORED else (time_key(real[id(entry[2])], entry[2]),
-                                                             real[id(entry[2])], entry[2])
-                         for entry in merged if entry[1] < _UNSTORED or id(entry[2]) in real]
+        seqs, seq_of = self._store_kept(batch, kept_new)
+        timeline = list(self._pending)
+        for ev in kept_new:
+            seq = seq_of[id(ev)].pop(0)
+            timeline.append((time_key(seq, ev), seq, ev))
+        timeline.sort()
+        self._pending = timeline
         return seqs
 
     def advance(self, seq: int, event: Event) -> None:
