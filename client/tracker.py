@@ -106,11 +106,11 @@ class InterestTracker:
         key_file, passphrase, key
             Exactly one key source, see :meth:`EventStore.open`.
         model : bytes or path, optional
-            A ``.tflite`` model exported by ``vane server export-model``. When
-            omitted the model last installed in this store is used, if any.
+            A model artifact from ``vane server export-model`` (it carries its spec and taxonomy), or a
+            bare ``.tflite``. When omitted the model last installed in this store is used, if any.
         taxonomy : Taxonomy or path, optional
-            The category vocabulary the model was trained with. Required with
-            a model unless the store already holds one.
+            The vocabulary of a bare ``.tflite`` (unless the store holds one); with an artifact, the
+            device's taxonomy: an artifact for another one raises TaxonomyError naming both hashes.
         model_version : str, optional
             A label for ``model``, kept in the store.
         half_life_days : float, default 7
@@ -128,7 +128,7 @@ class InterestTracker:
             tracker = cls(store, tax, lite, model_version, half_life_days * 86400.0, mix or slots.mix() or Mix(),
                           shift_detector or {})
             tracker._mix_explicit = mix is not None
-            if tax is not None and taxonomy is not None:
+            if tax is not None and (taxonomy is not None or model is not None):
                 slots.save_taxonomy(tax)
             if model is not None and blob is not None:
                 slots.save_model(blob, model_version)

@@ -32,7 +32,7 @@ class TrainResult:
     Attributes
     ----------
     loss : float
-        Mean training loss over the steps (nan when there was nothing to train on).
+        Mean training loss over the steps.
     num_examples : int
         Events trained on (non-padding window positions).
     steps, epochs : int
@@ -92,7 +92,8 @@ def train_local(model: LiteModel, featurizer: Featurizer, events: Sequence[Event
     Raises
     ------
     ConfigError
-        For ``epochs`` below 1 or a learning rate that is not a positive number.
+        For ``epochs`` below 1, a learning rate that is not a positive number, or fewer than 2 events
+        left to train on (the message says how many there are).
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs is {epochs!r}; expected an integer >= 1")
@@ -103,7 +104,8 @@ def train_local(model: LiteModel, featurizer: Featurizer, events: Sequence[Event
     holdout = holdout_size(len(events), holdout_fraction)
     train = list(events[: len(events) - holdout])
     if len(train) < 2:
-        return TrainResult(float("nan"), 0, 0, epochs, holdout)
+        raise ConfigError(f"need at least 2 events to train on (each example is an event and the one after it); "
+                          f"have {len(train)} after holding out the newest {holdout} of {len(events)} for evaluation")
     feats = featurizer.encode(train)
     interest, intensity, valid = featurizer.targets(train)
     wf, wi, wn, ww = make_windows(feats, interest, intensity, valid, spec.window)

@@ -14,33 +14,52 @@ server_app = typer.Typer(no_args_is_help=True, help="Models, federated training 
 
 @server_app.command("export-model")
 def export_model(
-    out: str = typer.Argument(..., help="Where to write the .tflite model."),
-    spec_path: str | None = typer.Option(None, "--spec", help="ModelSpec JSON file; the default spec if omitted."),
+    out: str = typer.Argument(..., help="Where to write the model artifact (one file: model, spec, taxonomy)."),
+    spec_path: str | None = typer.Option(None, "--spec", help="ModelSpec JSON file; by default the default spec "
+                                         "sized to the taxonomy."),
+    taxonomy_path: str = typer.Option("builtin:browsing", "--taxonomy", help="Taxonomy JSON file, or "
+                                      "builtin:browsing (the browsing-history categories) / builtin:synthetic."),
     weights_path: str | None = typer.Option(None, "--weights", help="Vane weights file to bake in."),
+    version: str | None = typer.Option(None, "--version", help="Version label (default: spec hash.taxonomy hash)."),
+    plain: bool = typer.Option(False, "--tflite", help="Write only the bare .tflite (the app then passes the "
+                               "taxonomy itself)."),
     inference_only: bool = typer.Option(False, "--inference-only", help="Export only infer and step."),
     quantize: str | None = typer.Option(None, "--quantize", help="f16 or int8 (inference-only exports)."),
 ) -> None:
-    """Export the interest model as a LiteRT file that runs with builtins only."""
+    """Export the interest model as one artifact a tracker opens with nothing else.
+
+    The artifact (:mod:`vane.shared.artifact`) holds the LiteRT model (builtins only), its spec and
+    its taxonomy: ``InterestTracker.open(store, key_file=..., model=OUT)``.
+    """
+    from vane.shared.artifact import ModelArtifact, model_identity
     from vane.shared.errors import ConfigError
     from vane.shared.spec import ModelSpec
+    from vane.shared.vocabularies import describe_taxonomy, resolve_taxonomy
     from vane.shared.weights import Weights
 
     if quantize not in (None, "f16", "int8"):
         raise ConfigError(f"--quantize is {quantize!r}; expected f16 or int8")
     if quantize is not None and not inference_only:
         raise ConfigError("--quantize needs --inference-only: training exports stay float32")
-    spec = ModelSpec.load(spec_path) if spec_path else ModelSpec()
+    taxonomy = resolve_taxonomy(taxonomy_path)
+    spec = ModelSpec.load(spec_path) if spec_path else ModelSpec(num_categories=len(taxonomy))
+    if spec.num_categories != len(taxonomy):
+        raise ConfigError(f"--spec has num_categories {spec.num_categories} but the taxonomy {taxonomy.version} "
+                          f"has {len(taxonomy)} categories; expected them equal")
     weights = Weights.load(weights_path) if weights_path else None
 
     from vane.server.model import build_model, export_inference_model, export_training_model
 
     model = build_model(spec, weights)
-    if inference_only:
-        blob = export_inference_model(model, out, quantize=quantize)
+    blob = export_inference_model(model, quantize=quantize) if inference_only else export_training_model(model)
+    if plain:
+        Path(out).write_bytes(blob)
     else:
-        blob = export_training_model(model, out)
+        ModelArtifact(blob, spec, taxonomy, version or model_identity(spec, taxonomy)).save(out)
     kind = f"inference-only ({quantize or 'float32'})" if inference_only else "training"
-    typer.echo(f"wrote {out}: {kind} model of spec {spec.hash}, {len(blob) / 1e6:.2f} MB")
+    what = ".tflite" if plain else "model artifact"
+    typer.echo(f"wrote {out}: {what}, {kind} model of spec {spec.hash}, taxonomy {describe_taxonomy(taxonomy)}, "
+               f"{len(blob) / 1e6:.2f} MB")
 
 
 @server_app.command("models")

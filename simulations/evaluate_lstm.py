@@ -230,9 +230,9 @@ def evaluate_local_lstm(split: Split, taxonomy: Taxonomy, blob: bytes, candidate
         tracker = _open_tracker(path, blob, taxonomy)
         try:
             tracker.record_many(split.train[uid])
-            result = tracker.train_local(epochs=epochs, learning_rate=learning_rate, seed=seed + i,
-                                         holdout_fraction=0.0)
-            if np.isfinite(result.loss):
+            if len(split.train[uid]) >= 2:  # train_local refuses fewer (ConfigError)
+                result = tracker.train_local(epochs=epochs, learning_rate=learning_rate, seed=seed + i,
+                                             holdout_fraction=0.0)
                 losses.append(result.loss)
             tracker.refresh()
             runs.append(replay_user(tracker, split.history(uid), len(split.train[uid]), split.test[uid]))
