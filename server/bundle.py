@@ -1,14 +1,42 @@
-"""What the server trains and ships: the ModelSpec, the taxonomy, the weights and the LiteRT file."""
+"""What the server trains and ships: the ModelSpec, the taxonomy, the weights and the LiteRT file.
+
+The taxonomy of a run (:func:`run_taxonomy`): the one the caller passes, else ``taxonomy-file``
+(a JSON file, or ``builtin:browsing`` / ``builtin:synthetic``), else the synthetic vocabulary (the
+simulations' default; a deployment app names ``builtin:browsing``, see :mod:`vane.server.deploy`). When
+``taxonomy-version`` is set the taxonomy must have that content hash. The run logs which one it uses.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from vane.server.config import default_taxonomy, model_version_of
-from vane.shared.errors import ConfigError
+from vane.server.config import ServerSettings, default_taxonomy, model_version_of
+from vane.shared.errors import ConfigError, TaxonomyError
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
+from vane.shared.vocabularies import describe_taxonomy, resolve_taxonomy
 from vane.shared.weights import Weights
+
+logger = logging.getLogger("vane.server")
+
+
+def run_taxonomy(settings: ServerSettings, taxonomy: Taxonomy | None = None) -> Taxonomy:
+    """The taxonomy a run trains for (see the module docstring).
+
+    Raises
+    ------
+    TaxonomyError
+        When ``taxonomy-file`` cannot be read, or the taxonomy's hash is not ``taxonomy-version``
+        (the message names both).
+    """
+    if taxonomy is None:
+        taxonomy = resolve_taxonomy(settings.taxonomy_file) if settings.taxonomy_file else default_taxonomy()
+    if settings.taxonomy_version and settings.taxonomy_version != taxonomy.version:
+        raise TaxonomyError(f"run_config taxonomy-version is {settings.taxonomy_version!r} but the run's taxonomy "
+                            f"({settings.taxonomy_file or 'the default'}) has version {taxonomy.version}")
+    logger.info("taxonomy: %s", describe_taxonomy(taxonomy))
+    return taxonomy
 
 
 @dataclass

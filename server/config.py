@@ -69,7 +69,12 @@ class ServerSettings:
     resume : bool, default False
         Continue from the newest checkpoint in ``out_dir``.
     spec_file, taxonomy_file : str, default ""
-        JSON files of the ModelSpec and Taxonomy; empty means the synthetic defaults.
+        JSON files of the ModelSpec and Taxonomy; empty means the synthetic defaults (simulations).
+        ``taxonomy-file`` may name a built-in vocabulary: ``builtin:browsing`` (the default of a
+        deployment app, :mod:`vane.shared.vocabularies`) or ``builtin:synthetic``.
+    taxonomy_version : str, default ""
+        The content hash the taxonomy must have (``Taxonomy.version``); a different one stops the run
+        with a TaxonomyError naming both. Empty: not checked.
     round_timeout : float, default 600
         Seconds to wait for replies in each phase.
     evaluate_initial : bool, default True
@@ -108,6 +113,7 @@ class ServerSettings:
     resume: bool = False
     spec_file: str = ""
     taxonomy_file: str = ""
+    taxonomy_version: str = ""
     round_timeout: float = 600.0
     evaluate_initial: bool = True
     mix_grid_step: float = 0.25
@@ -330,7 +336,9 @@ class SecAggSettings:
 
 def model_version_of(spec: ModelSpec, taxonomy: Taxonomy) -> str:
     """The model version clients install: the architecture (spec) and vocabulary (taxonomy)."""
-    return f"{spec.hash}.{taxonomy.version[:8]}"
+    from vane.shared.artifact import model_identity
+
+    return model_identity(spec, taxonomy)
 
 
 def default_taxonomy() -> Taxonomy:

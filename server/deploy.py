@@ -139,6 +139,14 @@ def run_config_defaults() -> dict[str, Any]:
     return config
 
 
+def _app_taxonomy(run_config: Mapping[str, Any]) -> dict[str, str]:
+    """A deployment trains for the browsing vocabulary unless told otherwise, named by its hash."""
+    from vane.shared.vocabularies import resolve_taxonomy
+
+    source = str(run_config.get("taxonomy-file") or "builtin:browsing")
+    return {"taxonomy-file": source, "taxonomy-version": resolve_taxonomy(source).version}
+
+
 def write_app_dir(
     directory: str | Path,
     run_config: Mapping[str, Any] | None = None,
@@ -148,11 +156,13 @@ def write_app_dir(
 
     ``flwr run --run-config`` refuses keys the app does not declare, so all of
     :func:`run_config_defaults` are declared; ``run_config`` overrides them and
-    may add keys. ``clientapp`` is the ClientApp's ``module:attribute``; a
+    may add keys. The taxonomy is ``builtin:browsing`` (not the synthetic one) unless
+    ``taxonomy-file`` says otherwise, and ``taxonomy-version`` names it by content hash.
+    ``clientapp`` is the ClientApp's ``module:attribute``; a
     module placed in ``directory`` ships in the FAB and is importable by the
     SuperNodes.
     """
-    config = {**run_config_defaults(), **dict(run_config or {})}
+    config = {**run_config_defaults(), **_app_taxonomy(run_config or {}), **dict(run_config or {})}
     lines = [
         "[build-system]",
         'requires = ["hatchling"]',

@@ -1,7 +1,9 @@
 """The model registry: every published model version, on disk.
 
-``DIR/registry.json`` holds a list of versions, oldest first. A version names
-its checkpoint directory, which holds the weights and the LiteRT file::
+``DIR/registry.json`` holds a list of versions, oldest first. A version's id is
+:func:`vane.shared.artifact.round_version` (the label a device gives the round's global weights
+when it installs them). A version names its checkpoint directory, which holds the weights, the
+LiteRT file, the spec and the taxonomy (``vane client install-model --registry DIR`` reads them)::
 
     {"id": "r0003-1a2b3c4d", "round": 3, "spec_hash": "...", "taxonomy_version": "...",
      "metrics": {...}, "created_at": "2025-01-01T00:00:00+00:00", "path": ".../round-0003"}
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vane.shared.artifact import round_version
 from vane.shared.errors import ConfigError
 
 REGISTRY_FILE = "registry.json"
@@ -75,7 +78,7 @@ class ModelRegistry:
     ) -> ModelVersion:
         """Add a version (replacing one of the same id, as a resumed run re-publishes its round)."""
         version = ModelVersion(
-            id=f"r{round_number:04d}-{spec_hash[:8]}",
+            id=round_version(round_number, spec_hash),
             round=round_number,
             spec_hash=spec_hash,
             taxonomy_version=taxonomy_version,

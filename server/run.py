@@ -25,7 +25,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-from vane.server.bundle import ModelBundle, build_bundle
+from vane.server.bundle import ModelBundle, build_bundle, run_taxonomy
 from vane.server.checkpoint import CheckpointStore
 from vane.server.config import ServerSettings
 from vane.server.registry import ModelRegistry
@@ -158,8 +158,7 @@ class FederationRun:
             logger.info("resuming from %s (round %d)", ckpt.path, ckpt.round)
             bundle = ModelBundle(ckpt.spec, ckpt.taxonomy, ckpt.weights, ckpt.model_path.read_bytes())
             return bundle, ckpt.strategy_state
-        if taxonomy is None and s.taxonomy_file:
-            taxonomy = Taxonomy.load(s.taxonomy_file)
+        taxonomy = run_taxonomy(s, taxonomy)
         if spec is None and s.spec_file:
             spec = ModelSpec.load(s.spec_file)
         return build_bundle(spec, taxonomy, blob), {}
@@ -261,6 +260,9 @@ class FederationRun:
         weights = Weights(self.bundle.spec.hash, arrays[p.WEIGHTS_KEY].numpy().astype(np.float32))
         self.pick_mix(log)
         self._record(log)
+        if not log.aggregated_nodes:  # no device trained: nothing new to checkpoint or publish
+            logger.warning("round %d aggregated no update: no checkpoint, no model version", rnd)
+            return None
         path = self.checkpoints.save(
             rnd,
             weights,
