@@ -79,6 +79,10 @@ class DecayedProfile:
     scores: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, list[Contribution]] = field(default_factory=dict)
     count: int = 0
+    #: Events per category (an event with two categories counts in both), undecayed.
+    counts: dict[str, int] = field(default_factory=dict)
+    #: Unix time of the oldest event taken (None before any).
+    first_time: float | None = None
 
     def update(self, seq: int, item_id: str, title: str | None, categories: tuple[str, ...], now: float,
                weight: float = 1.0) -> None:
@@ -96,8 +100,10 @@ class DecayedProfile:
             self.scores = {cat: s * factor for cat, s in self.scores.items()}
             self.ref_time, exponent = now, 0.0
         boost = weight / len(categories) * 2.0**exponent
+        self.first_time = now if self.first_time is None else min(self.first_time, now)
         for cat in categories:
             self.scores[cat] = self.scores.get(cat, 0.0) + boost
+            self.counts[cat] = self.counts.get(cat, 0) + 1
             kept = self.reasons.setdefault(cat, [])
             kept.append(Contribution(seq, item_id, title, now, weight / len(categories)))
             if len(kept) > self.keep_reasons:
@@ -126,6 +132,8 @@ class DecayedProfile:
             "scores": self.scores,
             "reasons": {c: [r.__dict__ for r in rs] for c, rs in self.reasons.items()},
             "count": self.count,
+            "counts": self.counts,
+            "first_time": self.first_time,
         }
 
     @classmethod
@@ -137,6 +145,8 @@ class DecayedProfile:
             scores={str(k): float(v) for k, v in data["scores"].items()},
             reasons={c: [Contribution(**r) for r in rs] for c, rs in data["reasons"].items()},
             count=int(data["count"]),
+            counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+            first_time=data.get("first_time"),
         )
 
 

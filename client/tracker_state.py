@@ -22,7 +22,7 @@ and the rest of the event, then ``seq`` only between identical events), with the
 
 The saved copy (``tracker/state``) is written every ``persist_every`` events and on close, and
 opening catches up on the events stored after it (``covered_seq``), so a crash costs only a short
-catch-up; a state saved in arrival order (before ``"order": "time"``) is replayed once.
+catch-up; a state saved in arrival order (before ``"format": 2``) is replayed once.
 
 Deleting events (forget, retention) deletes the saved copy in the same store transaction and bumps
 the store's :attr:`~vane.client.store.EventStore.generation`; the state is then rebuilt from the
@@ -47,8 +47,8 @@ from vane.shared.events import Event, dedupe, is_duplicate
 _BLOCK = 8
 #: Placeholder ``seq`` of events not stored yet: after every stored one with the same event key.
 _UNSTORED = 1 << 62
-#: The saved state's order marker; a state without it was computed in arrival order.
-ORDER = "time"
+#: The saved state's format: 2 is event-time order with per-category counts; any other is replayed.
+FORMAT = 2
 
 #: One stored event in the time-sorted timeline: ``(time_key, seq, event)``.
 Entry = tuple[tuple[Any, ...], int, Event]
@@ -67,6 +67,11 @@ def kept_in_time_order(entries: Iterable[Entry], last: Event | None = None) -> l
 
 def _timeline(stored: Iterable[tuple[int, Event]]) -> list[Entry]:
     return sorted((time_key(seq, ev), seq, ev) for seq, ev in stored)
+
+
+def time_ordered(store: EventStore) -> list[tuple[int, Event]]:
+    """The events of ``store`` a tracker's state is built from: time-sorted, duplicates (in time) left out."""
+    return kept_in_time_order(_timeline(store.events()))
 
 
 class TrackerState:
@@ -210,8 +215,8 @@ class TrackerState:
 
     # ---- replaying ------------------------------------------------------------------------------
     def time_ordered(self) -> list[tuple[int, Event]]:
-        """The stored events the state is built from: time-sorted, duplicates (in time) left out."""
-        return kept_in_time_order(_timeline(self._store.events()))
+        """The stored events the state is built from (:func:`time_ordered`)."""
+        return time_ordered(self._store)
 
     def sync(self) -> None:
         """Rebuild from the stored events if some were deleted, or older ones inserted, since the state was built."""
@@ -249,7 +254,7 @@ class TrackerState:
         """Persist the state, labelled with the model version it was computed with."""
         self.refresh()
         state: dict[str, Any] = {"personal": self.personal.to_dict(), "model_version": self.model_version,
-                                 "generation": self.generation, "order": ORDER, "covered_seq": self.covered_seq,
+                                 "generation": self.generation, "format": FORMAT, "covered_seq": self.covered_seq,
                                  **self.lstm.to_dict()}
         self.slots.save_state(state)
         self.unsaved = 0
@@ -269,14 +274,14 @@ class TrackerState:
 
         The LSTM part is kept only when it was computed with :attr:`model_version` and the app did not
         pass a new model (``fresh_model``); otherwise it is rebuilt lazily. A state saved before the store's
-        last deletion (another :attr:`generation`), or in arrival order (no ``"order": "time"``), is not
+        last deletion (another :attr:`generation`), or in arrival order (not ``"format": 2``), is not
         used at all: everything is replayed. Events stored after the state that are all newer than it are
         taken in O(1) each; an older one among them means a replay.
         """
         state = self.slots.state()
         self.generation = self._store.generation
-        if state is not None and (state.get("generation") != self.generation or state.get("order") != ORDER):
-            state = None  # saved before events were deleted, or in arrival order: replay all
+        if state is not None and (state.get("generation") != self.generation or state.get("format") != FORMAT):
+            state = None  # saved before events were deleted, or in arrival order (format 1): replay all
         if state is None:
             self.replay()
             if self.covered_seq:

@@ -97,7 +97,7 @@ def _answers(tracker: InterestTracker) -> dict[str, Any]:
 
 def _ranking(answers: dict[str, Any]) -> tuple[list[str], list[str], list[list[str]]]:
     return ([c["category"] for c in answers["interests"]["top"]],
-            [c for c, _ in answers["predict"]["next_interest"]],
+            [c["category"] for c in answers["predict"]["next_interest"]],
             [s["to_categories"] for s in answers["shifts"]])
 
 
