@@ -35,6 +35,17 @@ raises here as on the server)
     server picks the population's best). A ``mix`` in any message config is the
     server's pick; the device keeps it (``InterestTracker.recommend_mix``).
 
+The model comes back
+    Each message's global weights are installed into the device's store, labelled with the round
+    that produced them (:func:`vane.client.app_messages.weights_label`, the registry's version id):
+    an evaluate message carries round N's aggregate (Flower evaluates after aggregating), a train
+    message round N-1's. After training, the device keeps the global weights it received, not its
+    own unsent step, so its tracker always answers with a published version; once the evaluate phase
+    of round N has reached it, the tracker's next open answers with round N's model
+    (``tracker.model_version == "r000N-<spec>"``). A device not sampled for evaluation gets round
+    N's weights with the next train message. A model for another taxonomy than the device's store
+    is refused (TaxonomyError naming both hashes).
+
 Malformed messages
     Everything a message asks for is checked before the device changes anything
     (:mod:`vane.client.app_messages`): the ``config`` and ``arrays`` records, every
@@ -57,7 +68,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
-from vane.client.app_messages import ClientSettings, ModelPlan, RoundMessage
+from vane.client.app_messages import ClientSettings, ModelPlan, RoundMessage, weights_label
 from vane.client.mods import error_reply, privacy_mods
 from vane.client.tracker import InterestTracker, Mix
 from vane.shared import protocol as p
@@ -138,7 +149,8 @@ def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None =
     tracker = _open_tracker(context, sim_dir, None)
     try:
         plan = ModelPlan.check(tracker, message)
-        plan.apply(tracker)
+        label = weights_label(message.config, settings, plan.weights.spec_hash, trained_rounds=1)
+        plan.apply(tracker, label)
         global_flat = plan.weights.flat
         result = tracker.train_local(
             epochs=settings.local_epochs,
@@ -149,6 +161,7 @@ def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None =
         if result.num_examples == 0:
             raise ConfigError("this device has too few events to train on")
         delta = tracker.get_weights().flat - global_flat
+        plan.apply_weights(tracker, label)  # answer with the published global model, not the unsent local step
     finally:
         tracker.close()
     if settings.proximal_mu > 0:
@@ -170,7 +183,8 @@ def evaluate_on_device(msg: Message, context: Context, sim_dir: str | Path | Non
     settings = message.settings
     tracker = _open_tracker(context, sim_dir, MODEL_ONLY if settings.evaluate_model_only else None)
     try:
-        ModelPlan.check(tracker, message).apply(tracker)
+        plan = ModelPlan.check(tracker, message)
+        plan.apply(tracker, weights_label(message.config, settings, plan.weights.spec_hash, trained_rounds=0))
         metrics = tracker.evaluate_local(holdout_fraction=settings.holdout_fraction,
                                          mix_candidates=settings.mix_candidates())
     finally:

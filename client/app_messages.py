@@ -4,7 +4,13 @@
 - :class:`RoundMessage`: the message's records (``config``, ``arrays`` with ``weights``) and settings;
 - :class:`ModelPlan`: the model to install, the blend and the global weights, checked in full against
   the device's (or the newly sent) model before :meth:`ModelPlan.apply` touches the tracker;
-- :func:`global_weights`: the weights exactly as sent, a finite float32 vector of the spec's length.
+- :func:`global_weights`: the weights exactly as sent, a finite float32 vector of the spec's length;
+- :func:`weights_label`: the version of those weights (the round that produced them).
+
+A device keeps the taxonomy of its store: a model for another one is refused with a
+:class:`~vane.shared.errors.TaxonomyError` naming both hashes, and so is a model under whose taxonomy
+most of the device's categorised events would become ``other``
+(:func:`vane.shared.artifact.coverage_problem`).
 
 A malformed message raises a :class:`~vane.shared.errors.VaneError` (most often
 :class:`~vane.shared.errors.MessageError` or :class:`~vane.shared.errors.ConfigError`) naming the
@@ -21,11 +27,13 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ConfigRecord, Message
+from vane.client.persistence import TrackerSlots
 from vane.client.runtime import LiteModel
 from vane.client.tracker import InterestTracker, Mix
 from vane.shared import protocol as p
+from vane.shared.artifact import check_same_taxonomy, coverage_problem, model_identity, round_version
 from vane.shared.blend import mix_grid
-from vane.shared.errors import ConfigError, MessageError, SpecMismatchError, VaneError
+from vane.shared.errors import ConfigError, MessageError, SpecMismatchError, TaxonomyError, VaneError
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights, num_weights
@@ -144,12 +152,14 @@ class ModelPlan:
             raise MessageError(f"{p.MODEL_VERSION_KEY} is {version!r}; expected a string")
         spec = tracker.spec
         install = None
-        if version and tracker.model_version != version:
+        if version and version not in (tracker.model_version, _identity(tracker)):
             blob = config.get(p.MODEL_BLOB_KEY)
             if not isinstance(blob, bytes):
                 raise ConfigError(f"this device lacks model version {version!r} and the server did not send it")
             spec = LiteModel.from_bytes(blob).spec  # a bad blob fails here, before anything changes
-            install = (blob, version, _taxonomy(config))
+            taxonomy = _taxonomy(config)
+            _check_taxonomy(tracker, taxonomy or tracker.taxonomy)
+            install = (blob, version, taxonomy)
         if spec is None:
             raise ConfigError("this device has no model and the message does not send one "
                               f"({p.MODEL_VERSION_KEY} and {p.MODEL_BLOB_KEY})")
@@ -158,13 +168,44 @@ class ModelPlan:
             raise SpecMismatchError(f"server weights are for spec {spec_hash!r}; this device runs {spec.hash}")
         return cls(install, _mix(config), global_weights(message.weights, spec))
 
-    def apply(self, tracker: InterestTracker) -> None:
-        """Install the model (if new), keep the blend, load the global weights."""
+    def apply(self, tracker: InterestTracker, label: str | None = None) -> None:
+        """Install the model (if new), keep the blend, load the global weights (labelled ``label``:
+        the tracker's next open answers with that version, see :func:`weights_label`)."""
         if self.install is not None:
             tracker.install_model(*self.install)
         if self.mix is not None:
             tracker.recommend_mix(self.mix)
+        self.apply_weights(tracker, label)
+
+    def apply_weights(self, tracker: InterestTracker, label: str | None = None) -> None:
+        """Load the global weights into ``tracker`` (and its store), labelled ``label`` when given."""
         tracker.set_weights(self.weights)
+        if label:
+            TrackerSlots(tracker.store).label_weights(label)
+
+
+def weights_label(config: ConfigRecord, settings: ClientSettings, spec_hash: str, trained_rounds: int) -> str:
+    """The version of the global weights a message carries: the output of round ``server-round - 1``
+    in a train message (``trained_rounds=1`` back), of round ``server-round`` in an evaluate message
+    (0 back: Flower evaluates the round's aggregate); the model's version before round 1."""
+    done = settings.server_round - trained_rounds
+    return round_version(done, spec_hash) if done >= 1 else str(config.get(p.MODEL_VERSION_KEY, "") or "")
+
+
+def _identity(tracker: InterestTracker) -> str | None:
+    spec, taxonomy = tracker.spec, tracker.taxonomy
+    return model_identity(spec, taxonomy) if spec is not None and taxonomy is not None else None
+
+
+def _check_taxonomy(tracker: InterestTracker, taxonomy: Taxonomy | None) -> None:
+    """Refuse a model for another vocabulary than the device's, or one its events would mostly not fit."""
+    if taxonomy is None:
+        return
+    if tracker.taxonomy is not None:
+        check_same_taxonomy(tracker.taxonomy, taxonomy, "installing the server's model")
+    problem = coverage_problem((ev.categories for _, ev in tracker.store.events()), taxonomy)
+    if problem is not None:
+        raise TaxonomyError(f"installing the server's model: {problem}")
 
 
 def _taxonomy(config: ConfigRecord) -> Taxonomy | None:
