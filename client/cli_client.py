@@ -150,3 +150,10 @@ def import_history(
         _print_json(data)
         return
     out.print(import_table(path.name, data))
+
+
+# `vane client model` and `vane client install-model` live in cli_model (it imports the options above).
+from vane.client.cli_model import install_model_command, model_command  # noqa: E402
+
+client_app.command("model")(model_command)
+client_app.command("install-model")(install_model_command)

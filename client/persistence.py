@@ -108,11 +108,12 @@ class TrackerSlots:
         """Keep ``weights``."""
         self.store.put_state(WEIGHTS, weights.to_bytes())
 
-    def label_weights(self, version: str) -> None:
-        """Label the stored weights (e.g. a round's global weights) with ``version``."""
+    def label_weights(self, version: str, created: str | None = None) -> None:
+        """Label the stored weights (e.g. a round's global weights) with ``version`` and the date they
+        were made (default now)."""
         stored = self.store.get_state(WEIGHTS) or b""
         record = {"version": version, "sha256": hashlib.sha256(stored).hexdigest(),
-                  "date": datetime.now(UTC).isoformat(timespec="seconds")}
+                  "date": created or datetime.now(UTC).isoformat(timespec="seconds")}
         self.store.put_state(WEIGHTS_VERSION, json.dumps(record).encode())
 
     def weights_label(self) -> tuple[str, str] | None:
