@@ -16,8 +16,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from vane.client.cli_views import cell, import_table, json_text, profile_views
+from vane.client.cli_views import cell, import_table, json_text, profile_views, score_meaning
 from vane.client.files import check_destination, store_files
+from vane.shared.events import OTHER
 
 client_app = typer.Typer(no_args_is_help=True)
 out = Console()
@@ -55,17 +56,66 @@ def _print_json(data: Any) -> None:
     print(json_text(data))
 
 
+def _iso(unix: float | None) -> str | None:
+    return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat()
+
+
+def profile_page(tracker: Any, top: int, because: int = 0) -> dict[str, Any]:
+    """The ``--json`` page of ``vane client profile`` (``"format": 2``), which the tables are drawn from.
+
+    ``interests``, ``prediction`` and ``shifts`` are the tracker's answers as before (``interests`` may
+    hold ``other``, the uncategorised events). Format 2 adds ``summary`` (``events_seen``,
+    ``uncategorised_events``, ``first_event``/``newest_event`` as ISO-8601 UTC, ``newest_event_age_days``,
+    ``score_meaning``: what ``score`` means), ``shown`` (the interests listed: ``other`` left out, each
+    with its ``events`` count) and, with ``because`` > 0, ``because``: the newest ``because`` events
+    behind each shown interest, full titles, newest first.
+    """
+    from vane.client.tracker_state import time_ordered
+    from vane.shared import events as shared_events
+
+    wide = tracker.interests(top + 1)  # one spare: ``other`` is not listed as an interest
+    prediction, shifts, personal = tracker.predict(top), tracker.shifts(), tracker.personal_state
+    interests = wide.to_dict()
+    interests["top"] = interests["top"][:top]
+    profile, newest = personal.profile, personal.last_time
+    shown = [dict(c, events=profile.counts.get(c["category"], 0))
+             for c in wide.to_dict()["top"] if c["category"] != OTHER][:top]
+    page: dict[str, Any] = {
+        "format": 2, "interests": interests, "prediction": prediction.to_dict(),
+        "shifts": [s.to_dict() for s in shifts], "shown": shown,
+        "summary": {
+            "events_seen": profile.count, "uncategorised_events": profile.counts.get(OTHER, 0),
+            "first_event": _iso(profile.first_time), "newest_event": _iso(newest),
+            "newest_event_age_days": None if newest is None else (shared_events.clock() - newest) / 86400.0,
+            "score_meaning": score_meaning(personal.detector.long_half_life, wide.source != "profile"),
+        },
+    }
+    if because > 0:
+        behind: dict[str, list[dict[str, Any]]] = {c["category"]: [] for c in shown}
+        for _, ev in reversed(time_ordered(tracker.store)):
+            for cat in ev.categories:
+                if cat in behind and len(behind[cat]) < because:
+                    behind[cat].append({"timestamp": ev.timestamp.isoformat(), "title": ev.title,
+                                        "item_id": ev.item_id})
+        page["because"] = behind
+    return page
+
+
 @client_app.command()
 def profile(store: StoreOpt, key_file: KeyOpt = None, passphrase_env: PassOpt = None, as_json: JsonOpt = False,
-            top: Annotated[int, typer.Option(min=1, max=100, help="How many categories.")] = 5) -> None:
-    """Show the interest profile, the predictions and the detected shifts."""
+            top: Annotated[int, typer.Option(min=1, max=100, help="How many interests.")] = 5,
+            because: Annotated[int, typer.Option(min=0, max=1000, help="Show the newest N events behind each "
+                                                 "interest, with full titles.")] = 0) -> None:
+    """Show your interests now (one score, explained), what comes next and the detected shifts.
+
+    --json prints the same page as JSON, "format": 2 (see vane.client.cli_client.profile_page).
+    """
     with _open(store, key_file, passphrase_env) as tracker:
-        interests, prediction, shifts = tracker.interests(top), tracker.predict(top), tracker.shifts()
+        page = profile_page(tracker, top, because)
     if as_json:
-        _print_json({"interests": interests.to_dict(), "prediction": prediction.to_dict(),
-                     "shifts": [s.to_dict() for s in shifts]})
+        _print_json(page)
         return
-    for view in profile_views(interests, prediction, shifts):
+    for view in profile_views(page, str(store)):
         out.print(view)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,35 +64,101 @@ def json_text(data: Any) -> str:
     return _JSON_UNSAFE.sub(_json_escape, raw)
 
 
-def profile_views(interests: Any, prediction: Any, shifts: Iterable[Any]) -> list[RenderableType]:
-    """The tables and lines of ``vane client profile``."""
-    table = Table(title=cell(f"Interests now ({interests.source}, {interests.events_seen} events)"))
-    for col in ("category", "score", "profile share", "model", "because of"):
-        table.add_column(col)
-    for c in interests.top:
-        because = Text("; ").join(cell(b.title or b.item_id, 40) for b in c.because[:2])
-        model = "-" if c.model_probability is None else f"{c.model_probability:.2f}"
-        table.add_row(cell(c.category), cell(f"{c.score:.2f}"), cell(f"{c.profile_share:.2f}"), cell(model), because)
-    nxt = Table(title=cell(f"What comes next ({prediction.source})"))
-    nxt.add_column("next interest")
-    nxt.add_column("p", justify="right")
-    nxt.add_column("next-window intensity")
-    nxt.add_column("p", justify="right")
-    rows = max(len(prediction.next_interest), len(prediction.intensity))
-    for i in range(rows):
-        a = prediction.next_interest[i] if i < len(prediction.next_interest) else ("", None)
-        b = prediction.intensity[i] if i < len(prediction.intensity) else ("", None)
-        nxt.add_row(cell(a[0]), cell("" if a[1] is None else f"{a[1]:.2f}"),
-                    cell(b[0]), cell("" if b[1] is None else f"{b[1]:.2f}"))
-    views: list[RenderableType] = [table, nxt]
-    shifts = list(shifts)
-    if not shifts:
+#: A store whose newest event is older than this many days is called stale in the profile page.
+STALE_DAYS = 1.0
+#: What ``vane client profile`` prints for a store without events, line by line.
+EMPTY_HINT = ("No events in {store} yet, so there is no profile to show. Import your browser history with",
+              "  vane client import-history PATH --store {store}",
+              "(PATH: Chrome's History, Firefox's places.sqlite or Safari's History.db), or record events",
+              "from an app with InterestTracker.record(...).")
+#: How the page names where the answers come from (``source``).
+SOURCES = {"profile": "your history, no model", "model+profile": "the model and your history"}
+
+
+def score_meaning(half_life_events: float, with_model: bool) -> str:
+    """What the one score of ``vane client profile`` means (its table caption and its ``--json`` text)."""
+    model = "; averaged half and half with the model's chance that it comes next" if with_model else ""
+    return (f"share now = your share of attention per category: every event counts and its weight halves after "
+            f"{half_life_events:g} newer events (re-centred when a shift is detected){model}. Shares of all "
+            f"categories, uncategorised included, add up to 100%.")
+
+
+def _pct(share: float) -> str:
+    return f"{share:.1%}" if share < 0.095 else f"{share:.0%}"
+
+
+def _day(iso: str | None) -> str:
+    return "-" if not iso else iso[:10]
+
+
+def _category(name: str) -> str:
+    return "(uncategorised)" if name == "other" else name
+
+
+def profile_views(page: Mapping[str, Any], store: str) -> list[RenderableType]:
+    """The tables and lines of ``vane client profile`` from its ``--json`` page (format 2)."""
+    summary = page["summary"]
+    if not summary["events_seen"]:
+        return [cell(line.format(store=store)) for line in EMPTY_HINT]
+    views: list[RenderableType] = []
+    span = (f"Your profile covers {summary['events_seen']} events from {_day(summary['first_event'])} "
+            f"to {_day(summary['newest_event'])}.")
+    age = summary["newest_event_age_days"]
+    if age is not None and age >= STALE_DAYS:
+        span += f" The newest event is {age:.0f} days old: this is how things looked then."
+    views.append(cell(span))
+    shown = page["shown"]
+    source = page["interests"]["source"]
+    table = Table(title=cell(f"Your interests now ({SOURCES.get(source, source)})"),
+                  caption=cell(summary["score_meaning"]), caption_justify="left")
+    table.add_column("interest")
+    table.add_column("share now", justify="right")
+    table.add_column("events", justify="right")
+    table.add_column("recent events (full titles: --because N)")
+    for c in shown:
+        because = Text("; ").join(cell(b["title"] or b["item_id"], 40) for b in c["because"][:2])
+        table.add_row(cell(c["category"]), cell(_pct(c["score"])), cell(c["events"]), because)
+    views.append(table)
+    if summary["uncategorised_events"]:
+        views.append(cell(f"{summary['uncategorised_events']} of {summary['events_seen']} events had no category "
+                          "(uncategorised): they count in the shares but are not listed as an interest."))
+    views.append(_next_table(page["prediction"]))
+    if not page["shifts"]:
         views.append(cell("No interest shifts detected."))
-    for s in shifts:
-        when = datetime.fromtimestamp(s.timestamp, UTC).isoformat(timespec="minutes")
-        views.append(cell(f"Shift at {when}: {', '.join(s.from_categories)} -> {', '.join(s.to_categories)} "
-                          f"(JS divergence {s.magnitude:.2f})"))
+    for s in page["shifts"]:
+        when = datetime.fromtimestamp(s["timestamp"], UTC).isoformat(timespec="minutes")
+        views.append(cell(f"Shift at {when}: {', '.join(map(_category, s['from_categories']))} -> "
+                          f"{', '.join(map(_category, s['to_categories']))} (JS divergence {s['magnitude']:.2f})"))
+    for cat, events in (page.get("because") or {}).items():
+        behind = Table(title=cell(f"Behind {cat}: the newest {len(events)} event(s)"))
+        for col in ("when (UTC)", "title", "address"):
+            behind.add_column(col, overflow="fold")
+        for ev in events:
+            behind.add_row(cell(ev["timestamp"][:16].replace("T", " ")), cell(ev["title"] or "-"), cell(ev["item_id"]))
+        views.append(behind)
     return views
+
+
+def _next_table(prediction: Mapping[str, Any]) -> Table:
+    source = prediction["source"]
+    nxt = Table(title=cell(f"What comes next ({SOURCES.get(source, source)})"))
+    first, second = prediction["next_interest"], prediction["intensity"]
+    columns = [(first, "next interest", "chance it is next")]
+    if second:  # the next-window intensity comes from the model only
+        columns.append((second, "in the next window", "chance it appears"))
+    for _, name, chance in columns:
+        nxt.add_column(name)
+        nxt.add_column(chance, justify="right")
+    for i in range(max(len(first), len(second))):
+        row: list[Text] = []
+        for ranked, _, _ in columns:
+            entry = ranked[i] if i < len(ranked) else None
+            if entry is None:
+                row += [cell(""), cell("")]
+            else:
+                row += [cell(_category(entry["category"])), cell(_pct(entry["probability"]))]
+        nxt.add_row(*row)
+    return nxt
 
 
 def import_table(name: str, data: Mapping[str, Any]) -> Table:
