@@ -13,7 +13,8 @@ empty). Each round it
 
 ``secure-aggregation`` runs the rounds under SecAgg+ and ``dp-mode`` under client-level
 differential privacy (:mod:`vane.server.privacy`). ``resume = true`` continues from the newest
-checkpoint in ``out-dir``.
+checkpoint in ``out-dir``. Run by Flower itself (``flwr run``), the app raises
+:class:`RunFailedError` when a round aggregated no device update, so that the run shows as failed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 from vane.server.config import SecAggSettings, ServerSettings
 from vane.server.privacy import apply_privacy, run_secure
 from vane.server.run import FederationOutcome, FederationRun, RoundCallback
+from vane.shared.errors import VaneError
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 
@@ -60,9 +62,27 @@ def build_server_app(
         run = FederationRun(settings, spec, taxonomy, model_blob, on_round)
         result = run_private(run, grid, context, run_config)
         if outcome is not None:
-            outcome.append(result)
+            outcome.append(result)  # the caller (vane.simulations.federation) judges the outcome
+        else:
+            check_trained(result)  # under `flwr run`: a failed run must show as failed in `flwr ls`
 
     return app
+
+
+class RunFailedError(VaneError):
+    """A ServerApp run in which some round aggregated no device update."""
+
+
+def check_trained(result: FederationOutcome) -> None:
+    """Raise :class:`RunFailedError` when a round of ``result`` aggregated no update (every device failed).
+
+    Flower then marks the run ``finished:failed`` (``flwr ls``), where it would otherwise report
+    ``completed`` for a run in which no device trained.
+    """
+    empty = [r["round"] for r in result.rounds if r["round"] > 0 and not r.get("aggregated-nodes")]
+    if empty:
+        raise RunFailedError(f"round(s) {empty} aggregated no device update: every device failed or was rejected "
+                             "(the ClientApp log names each refusal)")
 
 
 def run_private(run: FederationRun, grid: Grid, context: Context, run_config: Mapping[str, Any]) -> FederationOutcome:
@@ -76,4 +96,4 @@ def run_private(run: FederationRun, grid: Grid, context: Context, run_config: Ma
 
 app = build_server_app()
 
-__all__ = ["app", "build_server_app", "run_private"]
+__all__ = ["RunFailedError", "app", "build_server_app", "check_trained", "run_private"]
