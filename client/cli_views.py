@@ -76,7 +76,7 @@ SOURCES = {"profile": "your history, no model", "model+profile": "the model and 
 
 
 def score_meaning(half_life_events: float, with_model: bool) -> str:
-    """What the one score of ``vane client profile`` means (its table caption and its ``--json`` text)."""
+    """What the one score of ``vane client profile`` means (the line above its table, and its ``--json`` text)."""
     model = "; averaged half and half with the model's chance that it comes next" if with_model else ""
     return (f"share now = your share of attention per category: every event counts and its weight halves after "
             f"{half_life_events:g} newer events (re-centred when a shift is detected){model}. Shares of all "
@@ -109,8 +109,8 @@ def profile_views(page: Mapping[str, Any], store: str) -> list[RenderableType]:
     views.append(cell(span))
     shown = page["shown"]
     source = page["interests"]["source"]
-    table = Table(title=cell(f"Your interests now ({SOURCES.get(source, source)})"),
-                  caption=cell(summary["score_meaning"]), caption_justify="left")
+    views.append(cell(summary["score_meaning"]))  # the one score's meaning, right above its table
+    table = Table(title=cell(f"Your interests now ({SOURCES.get(source, source)})"))
     table.add_column("interest")
     table.add_column("share now", justify="right")
     table.add_column("events", justify="right")
