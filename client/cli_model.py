@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from vane.client.cli_client import JsonOpt, KeyOpt, PassOpt, StoreOpt, _open, _print_json, _remove_new_files, out
+from rich.console import Console
+from vane.client.cli_views import json_text
 from vane.client.files import store_files
 from vane.client.persistence import TrackerSlots
 from vane.shared.artifact import ModelArtifact, check_same_taxonomy, coverage_problem
@@ -26,6 +27,25 @@ from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.vocabularies import describe_taxonomy, taxonomy_name
 from vane.shared.weights import Weights
+
+out = Console()
+# The same options as the other `vane client` commands (cli_client registers these two commands).
+StoreOpt = Annotated[Path, typer.Option("--store", help="The encrypted store file.", dir_okay=False)]
+KeyOpt = Annotated[Path | None, typer.Option("--key-file", help="Key file (default: STORE.key).", dir_okay=False)]
+PassOpt = Annotated[
+    str | None, typer.Option("--passphrase-env", help="Name of an environment variable holding the passphrase.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _open(store: Path, key_file: Path | None, passphrase_env: str | None, must_exist: bool = True) -> Any:
+    from vane.client.cli_client import _open as open_tracker  # cli_client imports this module at its end
+
+    return open_tracker(store, key_file, passphrase_env, must_exist)
+
+
+def _print_json(data: Any) -> None:
+    print(json_text(data))
 
 
 def model_info(tracker: Any) -> dict[str, Any]:
@@ -39,12 +59,16 @@ def model_info(tracker: Any) -> dict[str, Any]:
     return {
         "installed": True,
         "version": tracker.model_version,
-        "created": label[1] if label is not None else None,
+        "created": label[1] if label is not None else _artifact_date(blob),
         "installed_at": slots.model_date(),
         "spec_hash": tracker.spec.hash,
         "taxonomy": {"name": taxonomy_name(tax) or "custom", "version": tax.version, "size": len(tax)},
         "model_bytes": len(blob or b""),
     }
+
+
+def _artifact_date(blob: bytes | None) -> str | None:
+    return ModelArtifact.from_bytes(blob).created if blob and ModelArtifact.is_artifact(blob) else None
 
 
 def model_command(store: StoreOpt, key_file: KeyOpt = None, passphrase_env: PassOpt = None,
@@ -142,7 +166,8 @@ def install_model_command(
             info = model_info(tracker)
     except BaseException:
         if store in created:
-            _remove_new_files(created)
+            for path in created:
+                path.unlink(missing_ok=True)
         raise
     if as_json:
         _print_json(info)
