@@ -262,7 +262,6 @@ class TrackerState:
     def delete(self, deletion: Callable[[], int]) -> int:
         """Run a store deletion (``forget``, ``apply_retention``), then at once rebuild from the remaining
         events, save, and scrub the file of every older copy; returns how many went."""
-        self.sync()
         removed = deletion()
         self.replay()
         self.save()

@@ -178,3 +178,45 @@ def test_a_late_event_duplicating_a_stored_later_one_is_settled_by_time(tmp_path
         assert fwd.record(a0) == 1 and fwd.record(a05) is None and fwd.record(b) == 2
         forward = _answers(fwd)
     assert _floats_apart(backward, forward) <= 1e-12
+
+
+def _sports_then_travel() -> list[Event]:
+    return [Event.create(item_id=f"{cat}-{i % 3}", categories=[cat], timestamp=T0 + timedelta(minutes=5 * i),
+                         title=f"{cat} {i}") for i, cat in enumerate(["sports"] * 25 + ["travel"] * 25)]
+
+
+def test_a_late_event_stored_after_the_last_save_is_replayed_in_its_place_on_open(tmp_path: Path) -> None:
+    """A crash after a late event was stored but before the state was saved: opening puts it in its place."""
+    events = _sports_then_travel()
+    tracker = InterestTracker.open(tmp_path / "crash.store", key=b"\x03" * 32)
+    tracker.record_many(events[:10] + events[11:])
+    tracker.flush()
+    assert tracker.record(events[10]) == 50
+    tracker.store.close()  # no save on the way out: the saved state predates the late event
+    with InterestTracker.open(tmp_path / "crash.store", key=b"\x03" * 32) as reopened:
+        after_crash = _answers(reopened)
+    with InterestTracker.open(tmp_path / "ordered.store", key=b"\x03" * 32) as ordered:
+        ordered.record_many(events)
+        in_order = _answers(ordered)
+    assert _floats_apart(after_crash, in_order) <= 1e-9
+
+
+def test_a_state_saved_in_arrival_order_is_replayed_once_on_open(tmp_path: Path) -> None:
+    """A saved state without ``"format": 2`` (written before answers followed event time) is not trusted."""
+    import json
+
+    events = _sports_then_travel()
+    tracker = InterestTracker.open(tmp_path / "old.store", key=b"\x04" * 32)
+    tracker.record_many(events)
+    tracker.flush()
+    expected = _answers(tracker)
+    state = json.loads(tracker.store.get_state("tracker/state") or b"{}")
+    del state["format"]
+    state["personal"]["profile"]["count"] = 999  # what an arrival-order state may hold is not used
+    tracker.store.put_state("tracker/state", json.dumps(state).encode(), derived=True)
+    tracker.store.close()
+    with InterestTracker.open(tmp_path / "old.store", key=b"\x04" * 32) as reopened:
+        assert reopened.interests().events_seen == 50
+        assert _floats_apart(_answers(reopened), expected) <= 1e-9
+        saved = json.loads(reopened.store.get_state("tracker/state") or b"{}")
+    assert saved["format"] == 2 and saved["personal"]["profile"]["count"] == 50
