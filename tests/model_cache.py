@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -34,6 +35,8 @@ BUILDER = TESTS / "build_models.py"
 PACKAGE_DIRS = {f"vane.{name}": REPO / name for name in ("client", "server", "shared", "simulations")}
 #: The module whose exports are cached.
 EXPORTER = "vane.server.model"
+#: CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth mismatch").
+_PARSING = threading.Lock()
 
 
 def cache_root() -> Path:
@@ -55,7 +58,9 @@ def module_file(name: str) -> Path | None:
 def _imported_names(path: Path, module: str) -> Iterator[str]:
     """Every module name ``path`` imports, at any depth, ``from a import b`` giving ``a`` and ``a.b``."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    with _PARSING:
+        tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
