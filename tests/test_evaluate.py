@@ -131,6 +131,7 @@ def test_compact_blend_ranks_like_the_tracker(tmp_path):
     assert case.rank(scores) == expected.index("b") + 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dataset", "path"), [("taobao", TAOBAO_PATH), ("movielens", MOVIELENS_DIR)])
 def test_short_cli_evaluation_of_chosen_methods_on_a_real_slice(tmp_path, capsys, dataset, path):
     if not path.exists():
