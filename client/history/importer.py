@@ -328,8 +328,11 @@ def import_into(state: TrackerState, path: str | os.PathLike[str], browser: str 
     read, kept in the store) moves on: an import that fails part-way keeps the batches already
     stored, and running it again continues after them. (A process killed between a batch and its
     cursor update re-imports that one batch.) Only visits newer than the cursor are read. The events
-    go through the tracker's one duplicate rule once more, against the last event it already holds;
-    what that drops is counted as ``duplicate`` too.
+    go through the tracker's one duplicate rule once more, against the kept event before each in
+    time; what that drops is counted as ``duplicate`` too. A history older than events already
+    stored is inserted in its place in time, and the tracker's state is replayed once, at the end of
+    the import (:mod:`vane.client.tracker_state`), so the import order of several browsers does not
+    change the answers.
     """
     _check_arguments(browser, None)
     category_rules = rules if isinstance(rules, CategoryRules) else load_rules(rules)
