@@ -49,10 +49,34 @@ def build_app(argv: Sequence[str] = ()) -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    app.callback()(_root_options)
     app.add_typer(client_app, name="client", help="Inspect and manage the interest history on this device.")
     for plugin in _plugins_for(argv):
         _attach(app, plugin)
     return app
+
+
+def installed_version() -> str:
+    """The installed distribution's version (``vane --version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vane")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"vane {installed_version()}")
+        raise typer.Exit(0)
+
+
+def _root_options(
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                      help="Print the version and exit."),
+) -> None:
+    """Vane: private, on-device interest tracking with federated training."""
 
 
 def _plugins_for(argv: Sequence[str]) -> list[EntryPoint]:

@@ -12,11 +12,23 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: the model, the d
 sim_app.add_typer(bench_app, name="bench")
 
 
-def demo() -> None:
+VERBOSE_HELP = "Also show Flower, TensorFlow, absl and Ray logs (default: one line per round or phase)."
+
+
+def demo(
+    users: int = typer.Option(40, "--users", min=2, help="Simulated devices."),
+    rounds: int = typer.Option(5, "--rounds", min=1, help="Federated rounds."),
+    out: str | None = typer.Option(None, "--out", help="Report folder (default: $VANE_DEMO_OUT or reports/demo)."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
+) -> None:
     """The main job: a federated run on the built-in synthetic population."""
+    from vane.simulations.progress import configure_output
+
+    configure_output(verbose)
     from vane.simulations.demo import run_demo
 
-    raise typer.Exit(run_demo())
+    raise typer.Exit(run_demo(out, users=users, rounds=rounds, seed=seed))
 
 
 @bench_app.command("model")
@@ -93,10 +105,15 @@ def evaluate_command(
     taxonomy_size: int = typer.Option(256, min=2, help="Largest taxonomy, 'other' included."),
     new_users: bool = typer.Option(True, "--new-users/--no-new-users",
                                    help="Also evaluate the baselines and LightGBM on users held out of training."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Every method on one temporal split: next interest, intensity and sampled next item."""
+    from vane.simulations.progress import configure_output
+
+    configure_output(verbose)
     from rich.console import Console
     from vane.simulations.evaluate import METHODS, EvaluationConfig, run_evaluation
+    from vane.simulations.progress import MethodProgress
 
     console = Console()
     chosen = METHODS if methods.strip() == "all" else tuple(m.strip() for m in methods.split(",") if m.strip())
@@ -105,7 +122,8 @@ def evaluate_command(
         epochs=epochs, local_epochs=local_epochs, fed_local_epochs=fed_epochs, fraction=fraction,
         taxonomy_size=taxonomy_size, new_users=new_users,
     )
-    results = run_evaluation(config, out, progress=console.print)
+    with MethodProgress(chosen) as phases:
+        results = run_evaluation(config, out, progress=phases.say)
     console.print((__import__("pathlib").Path(out) / "report.md").read_text(encoding="utf-8"))
     console.print(f"wrote {', '.join(results['outputs'])}")
 
@@ -133,17 +151,23 @@ def federated_run_command(
     clients: int = typer.Option(10, "--clients", help="Simulated users, one SuperNode each."),
     rounds: int = typer.Option(3, "--rounds"),
     fraction: float = typer.Option(1.0, "--fraction", help="Fraction of users trained per round."),
-    out: str = typer.Option("vane-sim", "--out", help="Output directory (results.json, plots, checkpoints)."),
+    out: str = typer.Option(".vane/runs/sim-run", "--out", help="Output directory (results.json, plots, checkpoints)."),
     strategy: str = typer.Option("fedavg", "--strategy", help="fedavg, fedadam, fedprox, fedtrimmedavg or krum."),
     local_epochs: int = typer.Option(8, "--local-epochs"),
     learning_rate: float = typer.Option(0.02, "--learning-rate"),
     seed: int = typer.Option(0, "--seed"),
     delta_float16: bool = typer.Option(False, "--delta-float16", help="Upload float16 deltas."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Run on this running Ray cluster (HOST:PORT of `ray start --head`, or auto)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Run a Flower simulation of federated training with the real ClientApp and ServerApp."""
+    from vane.simulations.progress import configure_output
+
+    configure_output(verbose)
     from vane.shared.errors import ConfigError
-    from vane.shared.protocol import NDCG10_KEY, TRAIN_LOSS_KEY
+    from vane.shared.protocol import NDCG10_KEY
     from vane.shared.taxonomy import Taxonomy
     from vane.simulations.federation import run_federated
     from vane.simulations.synthetic import SyntheticPopulation
@@ -154,16 +178,12 @@ def federated_run_command(
     result = run_federated(
         pop.users, Taxonomy(pop.categories), None, rounds=rounds, fraction=fraction, out_dir=out,
         strategy=strategy, local_epochs=local_epochs, learning_rate=learning_rate, seed=seed,
-        delta_float16=delta_float16, resume=resume,
+        delta_float16=delta_float16, resume=resume, ray_address=ray_address,
     )
-    for entry in result.rounds:
-        ev = entry["evaluate"]
-        loss = entry["train"].get(TRAIN_LOSS_KEY, float("nan"))
-        typer.echo(
-            f"round {entry['round']}: {entry['seconds']:.1f}s loss {loss:.4f} "
-            f"hr@5 {ev.get('hr@5', float('nan')):.4f} ndcg@10 {ev.get(NDCG10_KEY, float('nan')):.4f}"
-        )
-    typer.echo(f"wrote {result.results_path} and {', '.join(str(p) for p in result.plots)}")
+    final = result.rounds[-1]["evaluate"] if result.rounds else {}
+    typer.echo(f"{result.config['completed-rounds']} rounds in {result.wall_seconds:.0f} s; final hr@5 "
+               f"{final.get('hr@5', float('nan')):.4f}, ndcg@10 {final.get(NDCG10_KEY, float('nan')):.4f}; "
+               f"wrote {result.results_path} and {', '.join(str(p) for p in result.plots)}")
 
 
 @sim_app.command("audit-privacy")

@@ -20,22 +20,11 @@ from vane.simulations.collector import CATEGORY_METRICS as METRICS
 DEMO_METHODS = ("popularity", "decayed-frequency", "repeat-last", "markov", "federated-lstm")
 
 
-def _quiet_frameworks() -> None:
-    """Keep TensorFlow's C++ and Flower's per-message logs out of the demo's output."""
-    import logging
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GLOG_minloglevel", "3")
-    import flwr.common.logger  # noqa: F401 - flwr sets its logger's level on import; set ours after
-
-    for name in ("flwr", "ray", "absl", "tensorflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("flwr").propagate = False
-
-
 def run_demo(out_dir: str | Path | None = None, users: int = 40, rounds: int = 5, seed: int = 0) -> int:
-    """Run the demo; returns the process exit code."""
-    _quiet_frameworks()
+    """Run the demo; returns the process exit code (frameworks quieted unless ``vane demo -v``)."""
+    from vane.simulations.progress import MethodProgress, configure_output, is_verbose
+
+    configure_output(is_verbose())
     from rich.console import Console
     from rich.table import Table
     from vane.simulations.evaluate import EvaluationConfig, run_evaluation
@@ -47,7 +36,8 @@ def run_demo(out_dir: str | Path | None = None, users: int = 40, rounds: int = 5
     started = time.perf_counter()
     config = EvaluationConfig(dataset="synthetic", seed=seed, max_users=users, rounds=rounds, methods=DEMO_METHODS,
                               taxonomy_size=64, fed_local_epochs=5)
-    results = run_evaluation(config, out, progress=lambda text: console.print(f"  {text}"))
+    with MethodProgress(DEMO_METHODS) as phases:
+        results = run_evaluation(config, out, progress=phases.say)
     methods: dict[str, Any] = results["methods"]
     table = Table(title=f"Next-interest prediction on {users} synthetic users (test = each user's newest events)")
     table.add_column("method")

@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,8 @@ def run_federated(
     model_blob: bytes | None = None,
     num_cpus: int | None = None,
     progress: bool = True,
+    ray_address: str | None = None,
+    on_round: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> FederationResult:
     """Run a Flower simulation with one SuperNode per user.
 
@@ -189,9 +191,15 @@ def run_federated(
     model_blob : bytes, optional
         A training export of ``spec``, to skip the conversion.
     num_cpus : int, optional
-        CPUs given to Ray (default: all); each ClientApp actor takes one.
+        CPUs given to a Ray instance started here (default: all); each ClientApp actor takes one.
     progress : bool, default True
-        Show a rich progress bar.
+        One line per round on stderr, under a progress bar with ETA on a terminal.
+    ray_address : str, optional
+        Attach to this running Ray cluster (``ray start --head``'s ``HOST:PORT``, or ``"auto"``)
+        instead of starting one; one ClientApp actor per CPU of its nodes. Its nodes must see
+        ``out_dir`` (one machine, or a shared file system).
+    on_round : callable, optional
+        Called as ``on_round(round, total_rounds, round_log)`` after every round (round 0 = untrained).
 
     Raises
     ------
@@ -203,6 +211,7 @@ def run_federated(
     from vane.server.app import build_server_app
     from vane.server.config import ServerSettings
     from vane.server.run import FederationOutcome
+    from vane.simulations.progress import RoundProgress, is_verbose, quiet_loggers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,18 +241,23 @@ def run_federated(
     privacy_config = _privacy_config(overrides, len(users))
     outcome: list[FederationOutcome] = []
     started = time.perf_counter()
-    with _RoundProgress(rounds, enabled=progress) as bar:
+    verbose = is_verbose()
+    if not verbose:
+        quiet_loggers()  # flwr sets its logger's level when imported
+    init_args: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
+    if ray_address:
+        init_args["address"] = ray_address
+    else:
+        init_args.update(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=0)
+    with RoundProgress(rounds, progress, on_round) as bar:
         server_app = build_server_app(spec, taxonomy, model_blob, overrides, bar.on_round, outcome)
         client_app = build_client_app(devices.resolve(), client_mods)
-        cpus = num_cpus or os.cpu_count() or 1
         run_simulation(
             server_app=server_app,
             client_app=client_app,
             num_supernodes=len(users),
-            backend_config={
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                "init_args": {"num_cpus": cpus, "num_gpus": 0, "log_to_driver": False},
-            },
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args},
+            verbose_logging=verbose,
         )
     wall = time.perf_counter() - started
     if not outcome:
@@ -351,39 +365,3 @@ def write_plots(out: Path, rounds: list[dict[str, Any]]) -> list[Path]:
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     return paths
-
-
-class _RoundProgress:
-    """A rich progress bar advanced by the ServerApp's per-round callback."""
-
-    def __init__(self, rounds: int, enabled: bool) -> None:
-        self.rounds = rounds
-        self.enabled = enabled
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _RoundProgress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]federated rounds"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("starting Ray", total=self.rounds)
-        return self
-
-    def on_round(self, round_number: int, total: int, entry: dict[str, Any]) -> None:
-        ev = entry.get("evaluate", {})
-        loss = entry.get("train", {}).get(TRAIN_LOSS_KEY)
-        text = f"round {round_number}: " + (f"loss {loss:.3f} " if loss is not None else "") + (
-            f"hr@5 {ev['hr@5']:.3f}" if "hr@5" in ev else ""
-        )
-        logger.info("%s", text)
-        if self._progress is not None:
-            self._progress.update(self._task, completed=round_number, description=text)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
