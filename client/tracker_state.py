@@ -169,7 +169,8 @@ class TrackerState:
 
     def _insert(self, batch: list[Event]) -> list[int]:
         """Store the events of ``batch`` that are kept in their place in time; replay lazily."""
-        if self._pending is None:
+        if self._pending is None or self.generation != self._store.generation:
+            self._pending = None  # (events deleted through the store since: read the timeline again)
             self.sync()
             self._pending = _timeline(self._store.events())
         ordered = sorted(batch, key=event_key)

@@ -220,3 +220,17 @@ def test_a_state_saved_in_arrival_order_is_replayed_once_on_open(tmp_path: Path)
         assert _floats_apart(_answers(reopened), expected) <= 1e-9
         saved = json.loads(reopened.store.get_state("tracker/state") or b"{}")
     assert saved["format"] == 2 and saved["personal"]["profile"]["count"] == 50
+
+
+def test_events_forgotten_through_the_store_while_a_replay_is_pending_are_not_used(tmp_path: Path) -> None:
+    """A late insert leaves a replay pending; forgetting through the store then must not judge duplicates by
+    the forgotten event."""
+    events = _sports_then_travel()
+    a = Event.create(item_id="a", categories=["news"], timestamp=T0 + timedelta(minutes=3), title="a")
+    again = Event.create(item_id="a", categories=["news"], timestamp=T0 + timedelta(minutes=3, seconds=0.5), title="a")
+    with InterestTracker.open(tmp_path / "f.store", key=b"\x06" * 32) as tracker:
+        tracker.record_many(events)
+        assert tracker.record(a) == 51  # late: the replay is pending
+        assert tracker.store.forget(item_id="a") == 1
+        assert tracker.record(again) == 52  # not a duplicate of the forgotten ``a``
+        assert tracker.interests().events_seen == 51
