@@ -1,0 +1,58 @@
+"""Quiet by default: a short `vane sim run` prints about one line per round; -v shows the frameworks' logs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+ROUNDS = 2
+
+
+def sim_run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "GLOG", "ABSL", "RAY_", "VANE_"))}
+    env.pop("PYTHONWARNINGS", None)
+    return subprocess.run(
+        [str(BIN / "vane"), "sim", "run", "--clients", "3", "--rounds", str(ROUNDS), "--local-epochs", "1",
+         "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=540, check=False, env=env,
+    )
+
+
+@pytest.mark.slow
+def test_sim_run_prints_one_line_per_round_and_more_with_verbose(tmp_path: Path) -> None:
+    quiet = sim_run(tmp_path / "quiet")
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    lines = (quiet.stdout + quiet.stderr).splitlines()
+    # round 0 (the untrained model), one line per round, one summary line
+    assert len(lines) <= ROUNDS + 3, "\n".join(lines)
+    assert [line.split(":")[0] for line in lines if line.startswith("round ")] == ["round 0/2", "round 1/2",
+                                                                                   "round 2/2"]
+    assert "3 trained" in quiet.stderr.splitlines()[-1]
+    assert quiet.stdout.startswith(f"{ROUNDS} rounds in ")
+    text = "\n".join(lines)
+    for noise in ("DEPRECATED", "WARNING", "INFO", "oneDNN", "absl", "Warning"):
+        assert noise not in text, noise
+
+    verbose = sim_run(tmp_path / "verbose", "-v")
+    assert verbose.returncode == 0, verbose.stderr[-3000:]
+    loud = (verbose.stdout + verbose.stderr).splitlines()
+    assert len(loud) > 10 * len(lines)
+    assert any("configure_train" in line for line in loud)  # Flower's own round log
+
+
+def test_version_and_usage_exit_codes() -> None:
+    from importlib.metadata import version
+
+    shown = subprocess.run([str(BIN / "vane"), "--version"], capture_output=True, text=True, timeout=120, check=False)
+    assert (shown.returncode, shown.stdout.strip()) == (0, f"vane {version('vane')}")
+    bad = subprocess.run([str(BIN / "vane"), "demo", "--users", "many"], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert bad.returncode == 2 and "--users" in bad.stderr
+    bad = subprocess.run([str(BIN / "vane"), "sim", "run", "--rounds", "0", "--clients", "2"], capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert bad.returncode == 1 and "num-server-rounds is 0" in bad.stderr, bad.stderr[-2000:]
