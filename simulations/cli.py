@@ -38,10 +38,12 @@ def bench_model_command(
 ) -> None:
     """Step/infer/train speed, export sizes, quantization agreement and client RSS of the LiteRT model."""
     from vane.shared.spec import ModelSpec
-    from vane.simulations.bench.model import print_report, run_model_bench
+    from vane.simulations.bench.model import TARGETS, print_report, run_model_bench
 
     spec = ModelSpec.load(spec_path) if spec_path else ModelSpec()
-    print_report(run_model_bench(spec, train_steps=train_steps))
+    result = run_model_bench(spec, train_steps=train_steps)
+    print_report(result)
+    _exit_on_missed(TARGETS, result)
 
 
 @bench_app.command("client")
@@ -49,9 +51,19 @@ def bench_client_command(
     categories: int = typer.Option(64, min=2, help="Taxonomy size of the benchmark model."),
 ) -> None:
     """record()/record_many()/interests()/predict() speed, RSS and import time of the device SDK."""
-    from vane.simulations.bench.client import print_report, run
+    from vane.simulations.bench.client import TARGETS, print_report, run
 
-    print_report(run(num_categories=categories))
+    figures = run(num_categories=categories)
+    print_report(figures)
+    _exit_on_missed(TARGETS, figures)
+
+
+def _exit_on_missed(targets: dict[str, Any], figures: dict[str, float]) -> None:
+    """Exit 1 when a measured value misses its target."""
+    missed = [name for name, target in targets.items() if name in figures and target.met(figures[name]) is False]
+    if missed:
+        typer.echo(f"missed target(s): {', '.join(missed)}", err=True)
+        raise typer.Exit(1)
 
 
 @bench_app.command("import")
@@ -73,10 +85,17 @@ def bench_federation_command(
     out: str | None = typer.Option(None, "--out", help="Output folder (default: a new temporary folder)."),
     events: str = typer.Option("60,120", "--events", help="Events per synthetic user: LOW,HIGH."),
     prepare_workers: int = typer.Option(0, "--prepare-workers", min=0, help="Processes preparing stores (0: CPUs)."),
+    per_round: int = typer.Option(0, "--per-round", min=0, help="Users trained and evaluated per round (overrides "
+                                  "--fraction; e.g. --users 10000 --per-round 100)."),
+    float16: bool = typer.Option(True, "--float16/--no-float16",
+                                 help="Also run the smallest size with float16 deltas."),
 ) -> None:
-    """Seconds per round, peak memory of the process tree, and float32 vs float16 upload bytes per client."""
+    """Seconds per round, peak memory of the process tree, and float32 vs float16 upload bytes per client.
+
+    Exits 1 when a target is missed or a case fails.
+    """
     from vane.shared.errors import ConfigError
-    from vane.simulations.bench.federation import print_report, run_federation_bench
+    from vane.simulations.bench.federation import print_report, run_federation_bench, targets_met
 
     try:
         sizes = [int(n) for n in users.split(",") if n.strip()]
@@ -85,8 +104,12 @@ def bench_federation_command(
         raise ConfigError(f"--users is {users!r} and --events is {events!r}; expected e.g. 10,100,1000 and 60,120") \
             from exc
     report = run_federation_bench(sizes, rounds=rounds, fraction=fraction, out_dir=out, events_per_user=(low, high),
-                                  prepare_workers=prepare_workers, progress=typer.echo)
+                                  prepare_workers=prepare_workers, progress=typer.echo, per_round=per_round,
+                                  float16=float16)
     print_report(report)
+    if not targets_met(report):
+        typer.echo("a target was missed or a case failed (see the targets table)", err=True)
+        raise typer.Exit(1)
 
 
 @sim_app.command("evaluate")

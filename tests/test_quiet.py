@@ -56,3 +56,42 @@ def test_version_and_usage_exit_codes() -> None:
     bad = subprocess.run([str(BIN / "vane"), "sim", "run", "--rounds", "0", "--clients", "2"], capture_output=True,
                          text=True, timeout=300, check=False)
     assert bad.returncode == 1 and "num-server-rounds is 0" in bad.stderr, bad.stderr[-2000:]
+
+
+def fake_case(users: int, round_s: float, rss_mb: float) -> dict:
+    return {"case": f"u{users}-f32", "users": users, "delta_float16": False, "round_s_median": round_s,
+            "round_seconds": [round_s], "clients_per_round": 100, "peak_rss_mb": rss_mb, "peak_pss_mb": rss_mb,
+            "processes_at_peak": 5, "driver_vmhwm_mb": 1.0, "upload_bytes_per_client": 1.0, "events": 1,
+            "generate_s": 1.0, "prepare_s": 1.0, "startup_s": 1.0, "round0_s": 1.0, "load_avg_start": [0.0],
+            "load_avg_end": [0.0]}
+
+
+@pytest.mark.parametrize(("round_s", "rss_mb", "code"), [(12.0, 4000.0, 0), (152.0, 4000.0, 1), (12.0, 13000.0, 1)])
+def test_federation_bench_exits_1_when_a_10k_target_is_missed(monkeypatch, tmp_path: Path, capsys,
+                                                               round_s: float, rss_mb: float, code: int) -> None:
+    from vane.client.cli import run
+    from vane.simulations.bench import federation
+
+    def fake_bench(sizes, **kwargs):
+        assert kwargs["per_round"] == 100 and kwargs["float16"] is False
+        report = {"settings": {"rounds": 3, "fraction_train": 0.1, "cpus": 2}, "cases": [fake_case(10000, round_s,
+                                                                                                     rss_mb)],
+                  "load_avg_start": [0.0], "out_dir": str(tmp_path)}
+        report["targets"] = federation.check_targets(report["cases"], 0.01)
+        return report
+
+    monkeypatch.setattr(federation, "run_federation_bench", fake_bench)
+    assert run(["sim", "bench", "federation", "--users", "10000", "--per-round", "100", "--no-float16"]) == code
+    if code:
+        assert "a target was missed" in capsys.readouterr().err
+
+
+def test_client_bench_exits_1_when_a_target_is_missed(monkeypatch) -> None:
+    from vane.client.cli import run
+    from vane.simulations.bench import client
+
+    name, target = next((n, t) for n, t in client.TARGETS.items() if t.op == "<=")
+    monkeypatch.setattr(client, "run", lambda num_categories: {name: target.goal * 10})
+    assert run(["sim", "bench", "client"]) == 1
+    monkeypatch.setattr(client, "run", lambda num_categories: {name: target.goal / 10})
+    assert run(["sim", "bench", "client"]) == 0
