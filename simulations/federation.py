@@ -211,6 +211,7 @@ def run_federated(
     from vane.server.app import build_server_app
     from vane.server.config import ServerSettings
     from vane.server.run import FederationOutcome
+    from vane.simulations.dispatch import fast_dispatch
     from vane.simulations.progress import RoundProgress, is_verbose, quiet_loggers
 
     out = Path(out_dir)
@@ -252,13 +253,14 @@ def run_federated(
     with RoundProgress(rounds, progress, on_round) as bar:
         server_app = build_server_app(spec, taxonomy, model_blob, overrides, bar.on_round, outcome)
         client_app = build_client_app(devices.resolve(), client_mods)
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=len(users),
-            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args},
-            verbose_logging=verbose,
-        )
+        with fast_dispatch():  # Flower's per-node polling is O(nodes x messages) per sweep
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=len(users),
+                backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args},
+                verbose_logging=verbose,
+            )
     wall = time.perf_counter() - started
     if not outcome:
         raise FederationError("the ServerApp did not finish; see the log above for the first error")
