@@ -343,7 +343,7 @@ def _run_federation(split: Split, taxonomy: Taxonomy, spec: ModelSpec, blob: byt
     return run_federated(
         users, taxonomy, spec, rounds=config.rounds, fraction=config.fraction, out_dir=out,
         local_epochs=config.fed_local_epochs, learning_rate=config.client_learning_rate, seed=config.seed,
-        model_blob=blob, num_cpus=config.num_cpus or os.cpu_count(), progress=False,
+        model_blob=blob, num_cpus=config.num_cpus or os.cpu_count(), progress=True,
         # About 100 devices per round keep the per-round evaluation cheap on large populations.
         fraction_evaluate=min(1.0, 100.0 / len(users)),
         server_config={HOLDOUT_FRACTION_KEY: 0.1, MIX_GRID_STEP_KEY: config.mix_grid_step},
