@@ -176,7 +176,14 @@ def import_history(
     as_json: JsonOpt = False,
 ) -> None:
     """Import browser history into the encrypted store; the original file is never modified."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     created = [p for p in store_files(store, key_file) if not p.exists()]
     try:
@@ -184,8 +191,8 @@ def import_history(
             if as_json:
                 summary = tracker.import_history(path, browser=browser, rules=rules)
             else:
-                with Progress(TextColumn("reading visits"), BarColumn(), MofNCompleteColumn(), console=out,
-                              transient=True) as bar:
+                with Progress(TextColumn("reading visits"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                              TextColumn("ETA"), TimeRemainingColumn(), console=out, transient=True) as bar:
                     task = bar.add_task("visits", total=None)
                     summary = tracker.import_history(
                         path, browser=browser, rules=rules,
