@@ -29,8 +29,10 @@ $(LITE_STAMP): constraints-tflite.txt
 	$(LITE)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(LITE_STAMP)
 
+# make demo DEMO_ARGS="--users 100 --rounds 8 --out reports/demo-100"   (vane demo --help lists the options)
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(VENV)/bin/vane demo
+	$(VENV)/bin/vane demo $(DEMO_ARGS)
 
 test: $(STAMP) $(LITE_STAMP)
 	$(PY) -m pytest -q
