@@ -128,6 +128,7 @@ def test_train_local_with_one_event_says_why_it_cannot_train(tmp_path, small_tra
 
 # --- vane server export-model, end to end ----------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_spec("tensorflow") is None, reason="needs tensorflow (the server extra)")
 def test_exported_model_opens_alone_trains_on_browsing_events_and_predicts_with_the_model(tmp_path):
     out = tmp_path / "model.vane"
