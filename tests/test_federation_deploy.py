@@ -1,6 +1,7 @@
 """Deployment end to end: a TLS SuperLink with SuperNode authentication and authenticated SuperNodes,
 each training on its own encrypted store: two of them with plain FedAvg, and three with SecAgg+ (one of
-which drops out after key sharing).
+which drops out after key sharing). After the FedAvg run, each device's own tracker answers with the
+last round's model (its version, weights and predictions).
 
 Every process runs in its own session and is stopped by process group; ports
 are picked free; the whole test is bounded by a pytest timeout.
@@ -95,6 +96,9 @@ def _deployment(tmp_path, users: int, supernode_keys: int):
     keys = generate_deployment_keys(tmp_path / "certs", num_supernodes=supernode_keys)
     pop = SyntheticPopulation(users, seed=1)
     taxonomy = Taxonomy(pop.categories)
+    # The devices' taxonomy, named to the run (a deployment app defaults to the browsing one, which
+    # these synthetic devices would refuse).
+    taxonomy.save(tmp_path / "taxonomy.json")
     stores = []
     for i, uid in enumerate(sorted(pop.users)):
         key_file = tmp_path / f"user{i}.key"
@@ -160,7 +164,8 @@ def test_two_authenticated_supernodes_train_two_rounds_and_an_unregistered_one_i
     )
 
     out = root / "out"
-    app_dir = write_app_dir(root / "app", {"num-server-rounds": ROUNDS, "out-dir": str(out), "local-epochs": 2})
+    app_dir = write_app_dir(root / "app", {"num-server-rounds": ROUNDS, "out-dir": str(out), "local-epochs": 2,
+                                           "taxonomy-file": str(root / "taxonomy.json")})
     run = _run_to_the_end(env, app_dir)
     assert _completed(run), run
 
@@ -175,6 +180,38 @@ def test_two_authenticated_supernodes_train_two_rounds_and_an_unregistered_one_i
 
     assert intruder.wait(timeout=60) != 0
     assert "Failed to activate SuperNode" in (root / "intruder.log").read_text()
+
+    # The model came back: each device's tracker, opened after the run, answers with round N's model.
+    _assert_devices_answer_with(stores, registry[-1], root / "reference")
+
+
+def _assert_devices_answer_with(stores, version: dict, scratch) -> None:
+    """Each store's tracker has ``version``'s id and weights, and predicts as that checkpoint's model does
+    (with the blend the run picked)."""
+    from vane.server.checkpoint import CheckpointStore
+
+    checkpoint = CheckpointStore.load(version["path"])
+    scratch.mkdir()
+    for i, (store, key_file) in enumerate(stores):
+        with InterestTracker.open(store, key_file=key_file) as tracker:
+            assert tracker.model_version == version["id"] == f"r{ROUNDS:04d}-{checkpoint.spec.hash[:8]}"
+            assert tracker.taxonomy == checkpoint.taxonomy
+            assert np.array_equal(tracker.get_weights().flat, checkpoint.weights.flat)
+            got = tracker.predict(5).to_dict()
+            events = [ev for _, ev in tracker.store.events()]
+            mix = tracker.mix  # the blend the federation picked and the device kept
+        write_key_file(scratch / f"{i}.key", os.urandom(32))
+        with InterestTracker.open(scratch / f"{i}.db", key_file=scratch / f"{i}.key",
+                                  model=checkpoint.model_path.read_bytes(), taxonomy=checkpoint.taxonomy,
+                                  mix=mix) as ref:
+            ref.set_weights(checkpoint.weights)
+            ref.record_many(events)
+            expected = ref.predict(5).to_dict()
+        assert got["source"] == expected["source"] == "model+profile"
+        for key in ("next_interest", "intensity"):
+            assert [r["category"] for r in got[key]] == [r["category"] for r in expected[key]]
+            assert [r["probability"] for r in got[key]] == pytest.approx(
+                [r["probability"] for r in expected[key]], abs=1e-9)
 
 
 # --- SecAgg+ in deployment ---------------------------------------------------------
@@ -262,7 +299,8 @@ def test_secagg_round_in_deployment_completes_when_a_supernode_drops_out_after_k
         out = root / "out"
         every_node = {f"min-{kind}-nodes": SECAGG_NODES for kind in ("train", "evaluate", "available")}
         app_dir = write_app_dir(root / "app", {"num-server-rounds": 1, "out-dir": str(out), "local-epochs": 2,
-                                               **every_node}, clientapp="secagg_dropout_app:app")
+                                               "taxonomy-file": str(root / "taxonomy.json"), **every_node},
+                                clientapp="secagg_dropout_app:app")
         (app_dir / "secagg_dropout_app.py").write_text(DROPOUT_CLIENTAPP)
         run = _run_to_the_end(env, app_dir, run_config=SECAGG)  # the app declares every SecAgg+ key
     assert _completed(run), run
