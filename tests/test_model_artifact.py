@@ -242,3 +242,15 @@ def test_install_model_on_a_store_open_elsewhere_names_the_owner(tmp_path, small
         as_json = vane("client", "install-model", "--store", str(store), "--file", str(path), "--json")
     assert busy.returncode == 1 and f"in use by PID {os.getpid()}" in busy.stderr
     assert json.loads(as_json.stderr)["type"] == StoreInUseError.__name__
+
+
+def test_opening_a_model_most_events_fall_outside_warns_loudly(tmp_path, small_training_blob, small_spec, caplog):
+    key = _key(tmp_path)
+    with InterestTracker.open(tmp_path / "me.db", key_file=key) as tracker:
+        tracker.record_many(_events(20, ["cooking", "gardening", "opera"]))
+    path = _artifact(small_training_blob, small_spec).save(tmp_path / "model.vane")
+    with caplog.at_level("WARNING", logger="vane.client"), \
+            InterestTracker.open(tmp_path / "me.db", key_file=key, model=path):
+        pass
+    assert f"20 of this device's 20 categorised events have no category in the model's taxonomy {SEVEN.version}" \
+        in caplog.text
