@@ -291,8 +291,9 @@ def print_report(report: dict[str, Any]) -> None:
 
     console = Console()
     s = report["settings"]
-    table = Table(title=f"vane federation benchmark: {s['rounds']} rounds, fraction-train = fraction-evaluate = "
-                        f"{s['fraction_train']}, local-epochs 1, {s['cpus']} CPUs")
+    sampled = (f"{s['per_round']} users trained and evaluated per round" if s.get("per_round")
+               else f"fraction-train = fraction-evaluate = {s['fraction_train']}")
+    table = Table(title=f"vane federation benchmark: {s['rounds']} rounds, {sampled}, local-epochs 1, {s['cpus']} CPUs")
     table.add_column("measure")
     for c in report["cases"]:
         table.add_column(c["case"], justify="right")
