@@ -43,8 +43,10 @@ def dispatch_pending(state: Any, queue: Queue[Any], nodes_mapping: Mapping[int, 
             nodes: set[int] = set()
             for mid in pending:
                 msg = state.message_ins_store.get(mid)
-                node = None if msg is None else msg.metadata.dst_node_id
-                if msg is None or node in nodes or node not in nodes_mapping or msg.metadata.delivered_at != "":
+                if msg is None or msg.metadata.delivered_at != "":
+                    continue
+                node = int(msg.metadata.dst_node_id)
+                if node in nodes or node not in nodes_mapping:
                     continue
                 nodes.add(node)
                 batch.append(msg)
