@@ -215,13 +215,6 @@ def run_federated(
     from vane.simulations.progress import RoundProgress, is_verbose, quiet_loggers
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    devices = out / "devices"
-    if not resume:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        prepare_devices(users, taxonomy, devices)
-    elif not devices.exists():
-        raise FederationError(f"resume: {str(devices)!r} does not exist; run without resume first")
     overrides: dict[str, Any] = {
         "num-server-rounds": rounds,
         "strategy": strategy,
@@ -238,8 +231,15 @@ def run_federated(
         "out-dir": str(out),
         **dict(server_config or {}),
     }
-    settings = ServerSettings.from_run_config(overrides)  # validate before starting Ray
+    settings = ServerSettings.from_run_config(overrides)  # validate before creating anything or starting Ray
     privacy_config = _privacy_config(overrides, len(users))
+    out.mkdir(parents=True, exist_ok=True)
+    devices = out / "devices"
+    if not resume:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        prepare_devices(users, taxonomy, devices)
+    elif not devices.exists():
+        raise FederationError(f"resume: {str(devices)!r} does not exist; run without resume first")
     outcome: list[FederationOutcome] = []
     started = time.perf_counter()
     verbose = is_verbose()

@@ -45,7 +45,7 @@ def test_sim_run_prints_one_line_per_round_and_more_with_verbose(tmp_path: Path)
     assert any("configure_train" in line for line in loud)  # Flower's own round log
 
 
-def test_version_and_usage_exit_codes() -> None:
+def test_version_and_usage_exit_codes(tmp_path: Path) -> None:
     from importlib.metadata import version
 
     shown = subprocess.run([str(BIN / "vane"), "--version"], capture_output=True, text=True, timeout=120, check=False)
@@ -54,8 +54,9 @@ def test_version_and_usage_exit_codes() -> None:
                          check=False)
     assert bad.returncode == 2 and "--users" in bad.stderr
     bad = subprocess.run([str(BIN / "vane"), "sim", "run", "--rounds", "0", "--clients", "2"], capture_output=True,
-                         text=True, timeout=300, check=False)
+                         text=True, timeout=300, check=False, cwd=tmp_path)
     assert bad.returncode == 1 and "num-server-rounds is 0" in bad.stderr, bad.stderr[-2000:]
+    assert not list(tmp_path.iterdir()), "a refused run created files"  # settings are checked before anything
 
 
 def fake_case(users: int, round_s: float, rss_mb: float) -> dict:
