@@ -78,7 +78,7 @@ def run_block(block: Block, journey: Journey) -> subprocess.CompletedProcess[str
     if block.language == "python":
         command = [str(PYTHON), "-c", block.code]
     else:
-        command = ["bash", "-e", "-o", "pipefail", "-c", block.code]
+        command = ["bash", "-e", "-c", block.code]
     return subprocess.run(command, cwd=journey.cwd, env=journey.env(), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
