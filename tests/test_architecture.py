@@ -146,7 +146,6 @@ def test_the_device_sdk_never_imports_tensorflow() -> None:
     assert heavy == [], "the device SDK must stay free of TensorFlow:\n" + "\n".join(heavy)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12: modules are being split; made strict once every split has landed")
 def test_no_library_module_is_over_400_lines() -> None:
     sizes = {
         str(path.relative_to(REPO)): len(path.read_text(encoding="utf-8").splitlines())

@@ -1,6 +1,6 @@
 """Append events forever, printing ``seq index`` after each append returns.
 
-Used by tests/test_store.py to check durability under SIGKILL:
+Used by tests/client/test_store.py to check durability under SIGKILL:
 ``python store_writer.py DB KEY_FILE FIRST_INDEX``.
 """
 

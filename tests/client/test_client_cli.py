@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "browser-history-fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "browser-history-fixtures"
 DEMO = FIXTURES / "pyspark-plaso" / "chrome_History_demo-2019-09"
 
 

@@ -25,7 +25,7 @@ from vane.client.history import (
 from vane.shared.errors import ConfigError, HistoryImportError
 from vane.shared.events import KINDS, OTHER, dedupe
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "browser-history-fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "browser-history-fixtures"
 
 CHROME_FILES = {
     "20": "plaso/chrome_History",

@@ -15,7 +15,7 @@ from vane.client.tracker_state import TrackerState
 from vane.shared import events as shared_events
 from vane.shared.errors import HistoryImportError
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "browser-history-fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "browser-history-fixtures"
 FILES = [
     "plaso/chrome_History",
     "grr/chrome_History2",

@@ -24,7 +24,7 @@ from vane.shared.errors import StoreInUseError
 from vane.shared.events import Event
 
 APP = Path(__file__).with_name("store_app.py")
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "browser-history-fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "browser-history-fixtures"
 DEMO = FIXTURES / "pyspark-plaso" / "chrome_History_demo-2019-09"
 
 
@@ -35,7 +35,7 @@ def vane(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 class App:
-    """The app process (tests/store_app.py): one command per line, one answer per line."""
+    """The app process (tests/client/store_app.py): one command per line, one answer per line."""
 
     def __init__(self, db: Path) -> None:
         self.err = open(db.with_name("app.err"), "w")

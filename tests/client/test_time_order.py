@@ -19,7 +19,7 @@ from history_files import chrome_history, firefox_history, safari_history
 from vane.client.tracker import InterestTracker
 from vane.shared import Event, Taxonomy
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "browser-history-fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "browser-history-fixtures"
 REAL = {"chrome": "plaso/chrome_History", "firefox": "plaso/firefox_places.sqlite", "safari": "plaso/safari_History.db"}
 T0 = datetime(2025, 3, 1, 8, tzinfo=UTC)
 NAMES = ["news", "shopping", "video", "social", "tech", "sports", "travel"]

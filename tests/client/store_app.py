@@ -1,6 +1,6 @@
 """A small app that holds a tracker open and obeys one-word commands on stdin.
 
-Used by tests/test_store_owner.py to run the CLI against a store that a real, separate process owns:
+Used by tests/client/test_store_owner.py to run the CLI against a store that a real, separate process owns:
 ``python store_app.py STORE KEY_FILE``. Into an empty store it records three events (one of them the item ``doomed``),
 prints ``ready PID`` and then, per line of stdin: ``record`` (one more event, prints its seq),
 ``count`` (prints ``events_seen store_count``), ``close`` (saves, closes, prints ``closed``, exits).
