@@ -17,6 +17,9 @@ from vane.shared.errors import ConfigError
 from vane.shared.events import Event
 from vane.shared.features import Featurizer
 
+#: Events featurised and run through ``infer`` at once (rounded to whole windows).
+_CHUNK = 1024
+
 
 class ModelState:
     """The model, its featurizer and the state (h, c) with the latest outputs.
@@ -57,6 +60,11 @@ class ModelState:
         if not compatible:
             self.mark_stale()
 
+    def release(self) -> None:
+        """Free the model's interpreter (the tracker closed); the cached outputs stay readable."""
+        if self.model is not None:
+            self.model.release()
+
     def mark_stale(self) -> None:
         """The state must be rebuilt (no-op without a model)."""
         if self.model is not None:
@@ -79,10 +87,15 @@ class ModelState:
             return
         if not events:
             return
+        # Whole windows at a time (the same numbers as one call), so a long history never holds all its
+        # features and (N x C) outputs at once; the last rows are copied, not views that keep them alive.
         h, c = self._state()
-        out = self.model.infer_sequence(self.featurizer.encode(list(events), previous_time=previous_time), h, c)
-        self.h, self.c = out.h, out.c
-        self.interest, self.intensity = out.interest[-1], out.intensity[-1]
+        size = self.model.spec.window * max(1, _CHUNK // self.model.spec.window)
+        for start in range(0, len(events), size):
+            prev = previous_time if start == 0 else events[start - 1].unix_time
+            out = self.model.infer_sequence(self.featurizer.encode(list(events[start:start + size]), prev), h, c)
+            h, c, interest, intensity = out.h, out.c, out.interest[-1].copy(), out.intensity[-1].copy()
+        self.h, self.c, self.interest, self.intensity = h, c, interest, intensity
 
     def rebuild(self, events: Sequence[Event]) -> None:
         """Recompute the state from the whole history ``events``, once."""

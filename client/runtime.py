@@ -90,6 +90,14 @@ class Prediction:
     c: np.ndarray
 
 
+class _Released(dict[str, Any]):
+    """The signatures of a released model: a call is a clear error."""
+
+    def __missing__(self, key: str) -> Any:
+        raise ModelError(f"the model's {key!r} signature is gone: its tracker was closed and released the "
+                         "interpreter; open the tracker again")
+
+
 class LiteModel:
     """One exported interest model in a LiteRT interpreter.
 
@@ -273,6 +281,12 @@ class LiteModel:
         self._require_training("reset_optimizer")
         with self._lock:
             self._signatures["reset_optimizer"]()
+
+    def release(self) -> None:
+        """Free the interpreter now (its tensors and the model bytes); any later call raises ModelError."""
+        with self._lock:
+            self._interpreter = None
+            self._signatures = _Released()
 
     def _require_training(self, what: str) -> None:
         if not self.has_training:

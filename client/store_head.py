@@ -126,13 +126,13 @@ def verify_head(conn: sqlite3.Connection, sealer: Sealer) -> Head:
         blob at another version than the head's.
     """
     head = read_head(conn, sealer)
-    seqs = [seq for (seq,) in conn.execute("SELECT seq FROM events")]
-    digest = 0
-    for seq in seqs:
+    count = digest = 0
+    for (seq,) in conn.execute("SELECT seq FROM events"):  # streamed: no list of every seq
         if not isinstance(seq, int) or not 1 <= seq <= head.last_seq:
             raise StoreIntegrityError()
         digest ^= sealer.seq_tag(seq)
-    if len(seqs) != head.count or digest != head.events_digest:
+        count += 1
+    if count != head.count or digest != head.events_digest:
         raise StoreIntegrityError()
     states = conn.execute("SELECT slot, substr(sealed, 1, 9) FROM state").fetchall()
     digest = 0
@@ -143,4 +143,5 @@ def verify_head(conn: sqlite3.Connection, sealer: Sealer) -> Head:
         digest ^= sealer.state_tag(slot, version)
     if len(states) != head.state_count or digest != head.state_digest:
         raise StoreIntegrityError()
+    conn.execute("PRAGMA shrink_memory")  # the scan read every page: give the page cache back
     return head

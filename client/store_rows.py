@@ -39,8 +39,8 @@ def insert_events(conn: sqlite3.Connection, sealer: Sealer, encoded: list[bytes]
     """Store events encoded by :meth:`Sealer.encode_event` under the next sequence numbers; return them."""
     head = read_head(conn, sealer)
     seqs = list(range(head.last_seq + 1, head.last_seq + 1 + len(encoded)))
-    conn.executemany("INSERT INTO events(seq, sealed) VALUES (?, ?)",
-                     [(seq, sealer.seal_encoded(seq, e)) for seq, e in zip(seqs, encoded, strict=True)])
+    conn.executemany("INSERT INTO events(seq, sealed) VALUES (?, ?)",  # sealed one row at a time, not all held
+                     ((seq, sealer.seal_encoded(seq, e)) for seq, e in zip(seqs, encoded, strict=True)))
     head.add_events(sealer, seqs)
     write_head(conn, sealer, head)
     return seqs

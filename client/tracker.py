@@ -29,6 +29,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from vane.client.answers import Prediction, Recommendation
@@ -78,7 +79,9 @@ class InterestTracker:
         self._lock = threading.RLock()
         featurizer = Featurizer(model.spec, taxonomy) if model is not None and taxonomy is not None else None
         self._lstm = ModelState(model, featurizer)
-        self._state = TrackerState(store, self.new_personal_state, self._lstm, model_version)
+        # A partial, not the bound new_personal_state: no cycle keeps a closed tracker (and its arrays) alive.
+        self._state = TrackerState(store, partial(PersonalState.new, half_life_s, self._detector_config),
+                                   self._lstm, model_version)
 
     # ---- opening --------------------------------------------------------------------------------
     @classmethod
@@ -207,10 +210,7 @@ class InterestTracker:
 
     # ---- recording ------------------------------------------------------------------------------
     def record(self, event: Event | Mapping[str, Any]) -> int | None:
-        """Validate, store and learn from one event.
-
-        Returns its sequence number in the store, or None for a duplicate of the last kept event.
-        """
+        """Validate, store and learn from one event: its sequence number, or None for a duplicate of the last kept."""
         with self._lock:
             return self._state.record(_as_event(event))
 
@@ -235,12 +235,13 @@ class InterestTracker:
             self._state.save()
 
     def close(self) -> None:
-        """Save the state and close the store."""
+        """Save the state, close the store and free the model's interpreter (cached answers stay readable)."""
         with self._lock:
             try:
                 self._state.save()
             finally:
                 self._store.close()
+                self._lstm.release()
 
     def __enter__(self) -> InterestTracker:
         return self

@@ -32,7 +32,6 @@ title or count survives in memory, in the answers or on disk.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -67,6 +66,18 @@ def kept_in_time_order(entries: Iterable[Entry], last: Event | None = None) -> l
 
 def _timeline(stored: Iterable[tuple[int, Event]]) -> list[Entry]:
     return sorted((time_key(seq, ev), seq, ev) for seq, ev in stored)
+
+
+def _time_order(batch: list[Event]) -> Sequence[int]:
+    """The positions of ``batch`` in time order (a stable sort by :func:`event_key`); a ``range`` when the
+    batch is in order already, so no key of every event is held."""
+    previous = None
+    for event in batch:
+        key = event_key(event)
+        if previous is not None and key < previous:
+            return sorted(range(len(batch)), key=lambda i: event_key(batch[i]))
+        previous = key
+    return range(len(batch))
 
 
 def time_ordered(store: EventStore) -> list[tuple[int, Event]]:
@@ -120,7 +131,7 @@ class TrackerState:
         The one duplicate rule, :func:`vane.shared.events.is_duplicate`.
         """
         if not self._in_order(event):
-            seqs = self._insert([event])
+            seqs = self._insert([event], [0])
             return seqs[0] if seqs else None
         self.sync()
         if is_duplicate(event, self.personal.last_event):
@@ -142,46 +153,47 @@ class TrackerState:
         alone first (``1.2`` was then its duplicate and is gone).
         """
         batch = list(events)
-        ordered = sorted(batch, key=event_key)
-        if not ordered:
+        if not batch:
             return []
-        if not self._in_order(ordered[0]):
-            return self._insert(batch)
+        order = _time_order(batch)
+        if not self._in_order(batch[order[0]]):
+            return self._insert(batch, order)
         self.sync()
-        kept = dedupe(ordered, self.personal.last_event)
-        seqs, seq_of = self._store_kept(batch, kept)
-        self.advance_many([(seq_of[id(ev)].pop(0), ev) for ev in kept])
+        kept = iter(dedupe([batch[i] for i in order], self.personal.last_event))
+        # dedupe keeps a subsequence of the time-sorted batch: walk both to find the kept positions.
+        kept_at, want = [], next(kept, None)
+        for i in order:
+            if batch[i] is want:
+                kept_at.append(i)
+                want = next(kept, None)
+        seqs, items = self._store_kept(batch, kept_at)
+        self.advance_many(items)
         return seqs
 
-    def _store_kept(self, batch: list[Event], kept: Sequence[Event]) -> tuple[list[int], dict[int, list[int]]]:
-        """Store the ``kept`` events in ``batch`` order; their seqs, and the seqs of each event object."""
-        left = Counter(id(ev) for ev in kept)
-        to_store = []
-        for ev in batch:
-            if left[id(ev)] > 0:
-                left[id(ev)] -= 1
-                to_store.append(ev)
-        seqs = self._store.append_many(to_store)
-        seq_of: dict[int, list[int]] = {}
-        for ev, seq in zip(to_store, seqs, strict=True):
-            seq_of.setdefault(id(ev), []).append(seq)
-        return seqs, seq_of
+    def _store_kept(self, batch: list[Event], kept_at: list[int]) -> tuple[list[int], list[tuple[int, Event]]]:
+        """Store ``batch[i]`` for the positions ``kept_at`` (in time order) in batch order; their seqs, and
+        the kept ``(seq, event)`` in time order."""
+        stored = sorted(kept_at)
+        seqs = self._store.append_many([batch[i] for i in stored])
+        if stored == kept_at:  # (a batch in time order: no map needed)
+            return seqs, list(zip(seqs, (batch[i] for i in kept_at), strict=True))
+        seq_at = dict(zip(stored, seqs, strict=True))
+        return seqs, [(seq_at[i], batch[i]) for i in kept_at]
 
-    def _insert(self, batch: list[Event]) -> list[int]:
-        """Store the events of ``batch`` that are kept in their place in time; replay lazily."""
+    def _insert(self, batch: list[Event], order: Sequence[int]) -> list[int]:
+        """Store the events of ``batch`` (``order``: their positions in time order) that are kept in their
+        place in time; replay lazily."""
         if self._pending is None or self.generation != self._store.generation:
             self._pending = None  # (events deleted through the store since: read the timeline again)
             self.sync()
             self._pending = _timeline(self._store.events())
-        ordered = sorted(batch, key=event_key)
-        new = [(time_key(_UNSTORED + i, ev), _UNSTORED + i, ev) for i, ev in enumerate(ordered)]
+        new = [(time_key(_UNSTORED + j, batch[i]), _UNSTORED + j, batch[i]) for j, i in enumerate(order)]
         merged = sorted(self._pending + new)
-        kept_new = [ev for seq, ev in kept_in_time_order(merged) if seq >= _UNSTORED]
-        seqs, seq_of = self._store_kept(batch, kept_new)
-        timeline = list(self._pending)
-        for ev in kept_new:
-            seq = seq_of[id(ev)].pop(0)
-            timeline.append((time_key(seq, ev), seq, ev))
+        del new
+        kept_at = [order[seq - _UNSTORED] for seq, _ in kept_in_time_order(merged) if seq >= _UNSTORED]
+        del merged
+        seqs, items = self._store_kept(batch, kept_at)
+        timeline = self._pending + [(time_key(seq, ev), seq, ev) for seq, ev in items]
         timeline.sort()
         self._pending = timeline
         return seqs
