@@ -16,19 +16,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from vane.client.cli_options import JsonOpt, KeyOpt, PassOpt, StoreOpt
 from vane.client.cli_views import cell, import_table, json_text, profile_views, score_meaning
 from vane.client.files import check_destination, store_files
 from vane.shared.events import OTHER
 
 client_app = typer.Typer(no_args_is_help=True)
 out = Console()
-
-StoreOpt = Annotated[Path, typer.Option("--store", help="The encrypted store file.", dir_okay=False)]
-KeyOpt = Annotated[Path | None, typer.Option("--key-file", help="Key file (default: STORE.key).", dir_okay=False)]
-PassOpt = Annotated[
-    str | None, typer.Option("--passphrase-env", help="Name of an environment variable holding the passphrase.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 def _open(store: Path, key_file: Path | None, passphrase_env: str | None, must_exist: bool = True) -> Any:
@@ -209,7 +203,7 @@ def import_history(
     out.print(import_table(path.name, data))
 
 
-# `vane client model` and `vane client install-model` live in cli_model (it imports the options above).
+# `vane client model` and `vane client install-model` live in cli_model.
 from vane.client.cli_model import install_model_command, model_command  # noqa: E402
 
 client_app.command("model")(model_command)

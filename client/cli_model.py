@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from vane.client.cli_options import JsonOpt, KeyOpt, PassOpt, StoreOpt
 from vane.client.cli_views import json_text
 from vane.client.files import store_files
 from vane.client.persistence import TrackerSlots
@@ -29,13 +30,6 @@ from vane.shared.vocabularies import describe_taxonomy, taxonomy_name
 from vane.shared.weights import Weights
 
 out = Console()
-# The same options as the other `vane client` commands (cli_client registers these two commands).
-StoreOpt = Annotated[Path, typer.Option("--store", help="The encrypted store file.", dir_okay=False)]
-KeyOpt = Annotated[Path | None, typer.Option("--key-file", help="Key file (default: STORE.key).", dir_okay=False)]
-PassOpt = Annotated[
-    str | None, typer.Option("--passphrase-env", help="Name of an environment variable holding the passphrase.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 def _open(store: Path, key_file: Path | None, passphrase_env: str | None, must_exist: bool = True) -> Any:
