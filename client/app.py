@@ -194,8 +194,11 @@ def evaluate_on_device(msg: Message, context: Context, sim_dir: str | Path | Non
     return _reply(msg, None, metrics)
 
 
-def replying_errors(handler: Callable[[Message, Context, str | Path | None], Message]
-                    ) -> Callable[[Message, Context, str | Path | None], Message]:
+#: A message handler: the message, the node's context and the simulation folder (or None) to a reply.
+Handler = Callable[[Message, Context, str | Path | None], Message]
+
+
+def replying_errors(handler: Handler) -> Handler:
     """``handler``, whose :class:`VaneError` becomes an error reply (:func:`vane.client.mods.error_reply`).
 
     The server sees ``msg.has_error()`` with the error's class and message as the reason, counts the
@@ -212,8 +215,12 @@ def replying_errors(handler: Callable[[Message, Context, str | Path | None], Mes
     return handle
 
 
-def build_client_app(sim_dir: str | Path | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
+def build_client_app(sim_dir: str | Path | None = None, mods: Sequence[Mod] = (),
+                     on_train: Handler = train_on_device, on_evaluate: Handler = evaluate_on_device) -> ClientApp:
     """A ClientApp; ``sim_dir`` points nodes at their stores; ``mods`` wrap every call, outside the privacy mods.
+
+    ``on_train`` and ``on_evaluate`` (default :func:`train_on_device`, :func:`evaluate_on_device`)
+    answer each message, called with it, the context and ``sim_dir``.
 
     A message the handlers refuse with a :class:`VaneError` (a missing record, a bad setting, weights
     of the wrong dtype, shape or length, a spec mismatch, too few events) is answered with an error
@@ -223,7 +230,7 @@ def build_client_app(sim_dir: str | Path | None = None, mods: Sequence[Mod] = ()
     """
     app = ClientApp(mods=[*mods, *privacy_mods()])
 
-    train_handler, evaluate_handler = replying_errors(train_on_device), replying_errors(evaluate_on_device)
+    train_handler, evaluate_handler = replying_errors(on_train), replying_errors(on_evaluate)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -26,16 +26,14 @@ from pathlib import Path
 
 import numpy as np
 from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
 from vane.client.app import (
     SIM_DIR_ENV,
     SIM_KEY_FILE,
+    build_client_app,
     evaluate_on_device,
-    replying_errors,
     sim_store_path,
     train_on_device,
 )
-from vane.client.mods import privacy_mods
 from vane.shared import protocol as p
 from vane.shared.errors import ConfigError
 
@@ -118,20 +116,5 @@ def _evaluate(msg: Message, context: Context, sim_dir: str | Path | None = None)
     return evaluate_on_device(msg, context, device_root(context))
 
 
-def _build() -> ClientApp:
-    client = ClientApp(mods=privacy_mods())
-    # A refused message, or a bad partition-id or seed, gets an error reply naming the VaneError.
-    train_handler, evaluate_handler = replying_errors(_train), replying_errors(_evaluate)
-
-    @client.train()
-    def train(msg: Message, context: Context) -> Message:
-        return train_handler(msg, context, None)
-
-    @client.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        return evaluate_handler(msg, context, None)
-
-    return client
-
-
-app = _build()
+# A refused message, or a bad partition-id or seed, gets an error reply naming the VaneError.
+app = build_client_app(on_train=_train, on_evaluate=_evaluate)
