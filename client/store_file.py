@@ -142,18 +142,3 @@ def create_schema(conn: sqlite3.Connection, meta: dict[str, object]) -> None:
                 conn.execute(statement)
         conn.executemany("INSERT INTO meta(name, value) VALUES (?, ?)", sorted(meta.items()))
 
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable only by the owner."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
