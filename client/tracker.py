@@ -28,7 +28,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -42,14 +42,14 @@ from vane.client.profile import InterestProfile
 from vane.client.runtime import LiteModel
 from vane.client.shifts import Shift
 from vane.client.store import EventStore
+from vane.client.tracker_models import TrackerModelMethods
 from vane.client.tracker_state import TrackerState
-from vane.client.training import TrainResult, evaluate_local, holdout_size, train_local
-from vane.shared.errors import ConfigError, EventValidationError, TaxonomyError
+from vane.client.training import TrainResult
+from vane.shared.errors import ConfigError, EventValidationError
 from vane.shared.events import DUPLICATE_WINDOW_S, Event, check_not_future
 from vane.shared.features import Featurizer
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
-from vane.shared.weights import Weights
 
 if TYPE_CHECKING:
     from vane.client.history import ImportSummary
@@ -64,7 +64,7 @@ def _as_event(event: Event | Mapping[str, Any]) -> Event:
     raise EventValidationError("event", event, "an Event or a mapping of event fields")
 
 
-class InterestTracker:
+class InterestTracker(TrackerModelMethods):
     """Tracks one person's interests on their device. Open one with :meth:`open`; safe from several threads."""
 
     def __init__(self, store: EventStore, taxonomy: Taxonomy | None, model: LiteModel | None,
@@ -320,81 +320,3 @@ class InterestTracker:
 
         with self._lock:
             return import_into(self._state, path, browser, rules, progress)
-
-    # ---- models ---------------------------------------------------------------------------------
-    @property
-    def mix(self) -> Mix:
-        """The blend weights in use."""
-        return self._mix
-
-    def recommend_mix(self, mix: Mix) -> None:
-        """Keep the federation's recommended blend in the store; it is used unless the app passed its own ``mix``."""
-        with self._lock:
-            self._state.slots.save_mix(mix)
-            if not self._mix_explicit:
-                self._mix = mix
-
-    def install_model(self, blob: bytes, version: str, taxonomy: Taxonomy | None = None) -> None:
-        """Swap in a new model atomically.
-
-        With the same spec and taxonomy the LSTM state carries over; otherwise
-        it is rebuilt once from the stored history.
-        """
-        new = LiteModel.from_bytes(blob)  # fails before anything changes
-        tax = taxonomy or self._taxonomy
-        if tax is None:
-            raise TaxonomyError("install_model needs a taxonomy: pass taxonomy=...")
-        featurizer = Featurizer(new.spec, tax)
-        with self._lock:
-            self._lstm.install(new, featurizer, same_taxonomy=tax == self._taxonomy)
-            self._taxonomy, self._state.model_version = tax, version
-            self._state.slots.save_model(blob, version)
-            self._state.slots.save_taxonomy(tax)
-            self._state.save()
-
-    def get_weights(self) -> Weights:
-        """The model's current weights (raises ConfigError without a model)."""
-        with self._lock:
-            return self._lstm.require_model().get_weights()
-
-    def set_weights(self, weights: Weights) -> None:
-        """Load new weights (e.g. the global model of a federated round); the state is rebuilt lazily."""
-        with self._lock:
-            self._lstm.require_model().set_weights(weights)
-            self._state.slots.save_weights(weights)
-            self._lstm.mark_stale()
-
-    # ---- on-device training and evaluation ------------------------------------------------------
-    @staticmethod
-    def holdout_size(n: int, fraction: float = 0.1, cap: int = 50) -> int:
-        """Newest events kept aside for evaluation (:func:`vane.client.training.holdout_size`)."""
-        return holdout_size(n, fraction, cap)
-
-    def train_local(self, epochs: int = 1, learning_rate: float | None = None, seed: int = 0,
-                    holdout_fraction: float = 0.1) -> TrainResult:
-        """Train on this device's history through the LiteRT ``train`` signature.
-
-        The newest events are kept aside (see :meth:`holdout_size`) and never
-        trained on. Windows carry the LSTM state of the windows before them.
-        """
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError(f"epochs is {epochs!r}; expected an integer >= 1")
-        with self._lock:
-            model = self._lstm.require_model()
-            assert self._lstm.featurizer is not None
-            events = [ev for _, ev in self._state.time_ordered()]
-            result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed, holdout_fraction)
-            if result.steps:
-                self._state.slots.save_weights(model.get_weights())
-                self._lstm.mark_stale()
-            return result
-
-    def evaluate_local(self, holdout_fraction: float = 0.1, ks: tuple[int, ...] = (1, 5, 10),
-                       mix_candidates: Sequence[Sequence[float]] = ()) -> dict[str, float]:
-        """Metrics on the held-out newest events, each predicted from everything before it.
-
-        See :func:`vane.client.training.evaluate_local` for the metrics, and ``mix_candidates``.
-        """
-        with self._lock:
-            return evaluate_local(self._state.time_ordered(), self.new_personal_state, self.predictor, self._lstm.model,
-                                  self._lstm.featurizer, holdout_fraction, ks, mix_candidates)

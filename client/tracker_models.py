@@ -1,0 +1,118 @@
+"""The model side of :class:`~vane.client.tracker.InterestTracker`: installing a model, its weights,
+on-device training and local evaluation. A mixin, so the tracker's public surface stays in one class."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from vane.client.model_state import ModelState
+from vane.client.predictor import Mix
+from vane.client.runtime import LiteModel
+from vane.client.training import TrainResult, evaluate_local, holdout_size, train_local
+from vane.shared.errors import ConfigError, TaxonomyError
+from vane.shared.features import Featurizer
+from vane.shared.taxonomy import Taxonomy
+from vane.shared.weights import Weights
+
+if TYPE_CHECKING:
+    from vane.client.personal import PersonalState
+    from vane.client.predictor import NextInterestPredictor
+    from vane.client.tracker_state import TrackerState
+
+
+class TrackerModelMethods:
+    """Model installation, weights and training of a tracker (mixed into ``InterestTracker``)."""
+
+    _lock: threading.RLock
+    _lstm: ModelState
+    _state: TrackerState
+    _taxonomy: Taxonomy | None
+    _mix: Mix
+    _mix_explicit: bool
+
+    def new_personal_state(self) -> PersonalState:  # defined by InterestTracker
+        raise NotImplementedError
+
+    @property
+    def predictor(self) -> NextInterestPredictor:  # defined by InterestTracker
+        raise NotImplementedError
+
+    # ---- models ---------------------------------------------------------------------------------
+    @property
+    def mix(self) -> Mix:
+        """The blend weights in use."""
+        return self._mix
+
+    def recommend_mix(self, mix: Mix) -> None:
+        """Keep the federation's recommended blend in the store; it is used unless the app passed its own ``mix``."""
+        with self._lock:
+            self._state.slots.save_mix(mix)
+            if not self._mix_explicit:
+                self._mix = mix
+
+    def install_model(self, blob: bytes, version: str, taxonomy: Taxonomy | None = None) -> None:
+        """Swap in a new model atomically.
+
+        With the same spec and taxonomy the LSTM state carries over; otherwise
+        it is rebuilt once from the stored history.
+        """
+        new = LiteModel.from_bytes(blob)  # fails before anything changes
+        tax = taxonomy or self._taxonomy
+        if tax is None:
+            raise TaxonomyError("install_model needs a taxonomy: pass taxonomy=...")
+        featurizer = Featurizer(new.spec, tax)
+        with self._lock:
+            self._lstm.install(new, featurizer, same_taxonomy=tax == self._taxonomy)
+            self._taxonomy, self._state.model_version = tax, version
+            self._state.slots.save_model(blob, version)
+            self._state.slots.save_taxonomy(tax)
+            self._state.save()
+
+    def get_weights(self) -> Weights:
+        """The model's current weights (raises ConfigError without a model)."""
+        with self._lock:
+            return self._lstm.require_model().get_weights()
+
+    def set_weights(self, weights: Weights) -> None:
+        """Load new weights (e.g. the global model of a federated round); the state is rebuilt lazily."""
+        with self._lock:
+            self._lstm.require_model().set_weights(weights)
+            self._state.slots.save_weights(weights)
+            self._lstm.mark_stale()
+
+    # ---- on-device training and evaluation ------------------------------------------------------
+    @staticmethod
+    def holdout_size(n: int, fraction: float = 0.1, cap: int = 50) -> int:
+        """Newest events kept aside for evaluation (:func:`vane.client.training.holdout_size`)."""
+        return holdout_size(n, fraction, cap)
+
+    def train_local(self, epochs: int = 1, learning_rate: float | None = None, seed: int = 0,
+                    holdout_fraction: float = 0.1) -> TrainResult:
+        """Train on this device's history through the LiteRT ``train`` signature.
+
+        The newest events are kept aside (see :meth:`holdout_size`) and never
+        trained on. Windows carry the LSTM state of the windows before them.
+        """
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs is {epochs!r}; expected an integer >= 1")
+        with self._lock:
+            model = self._lstm.require_model()
+            assert self._lstm.featurizer is not None
+            events = [ev for _, ev in self._state.time_ordered()]
+            result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed, holdout_fraction)
+            if result.steps:
+                self._state.slots.save_weights(model.get_weights())
+                self._lstm.mark_stale()
+            return result
+
+    def evaluate_local(self, holdout_fraction: float = 0.1, ks: tuple[int, ...] = (1, 5, 10),
+                       mix_candidates: Sequence[Sequence[float]] = ()) -> dict[str, float]:
+        """Metrics on the held-out newest events, each predicted from everything before it.
+
+        See :func:`vane.client.training.evaluate_local` for the metrics, and ``mix_candidates``.
+        """
+        with self._lock:
+            return evaluate_local(self._state.time_ordered(), self.new_personal_state, self.predictor, self._lstm.model,
+                                  self._lstm.featurizer, holdout_fraction, ks, mix_candidates)
