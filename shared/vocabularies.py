@@ -1,14 +1,17 @@
 """The built-in category vocabularies, named so every side of the path can say which one it uses.
 
 =============  =================================================================================
-``browsing``   the categories the browsing-history rules give a URL (the package resource
-               ``vane/shared/browsing_taxonomy.json``): the default of a deployment and of
-               ``vane server export-model``
+``topics``     the Topics taxonomy v2 (:mod:`vane.shared.topics`): 469 topics named by their full
+               path (``/Sports/Basketball``): the default taxonomy for browsing (history import,
+               the categoriser, a deployment and ``vane server export-model``)
+``browsing``   the ~13 coarse categories of the older browsing-history rules (the package resource
+               ``vane/shared/browsing_taxonomy.json``): still loadable for stores and models made
+               with it
 ``synthetic``  the synthetic population's names (:data:`~vane.shared.synthetic_vocab.SYNTHETIC_CATEGORIES`):
                only for synthetic users, the simulations' default
 =============  =================================================================================
 
-A run_config ``taxonomy-file`` of ``builtin:browsing`` or ``builtin:synthetic`` names one of them
+A run_config ``taxonomy-file`` of ``builtin:topics``, ``builtin:browsing`` or ``builtin:synthetic`` names one of them
 (:func:`resolve_taxonomy`), so a Flower app works on any machine without shipping a file. A taxonomy
 is identified everywhere by its content hash, :attr:`Taxonomy.version`; :func:`describe_taxonomy`
 shows it with the built-in name when it is one.
@@ -23,11 +26,14 @@ from pathlib import Path
 from vane.shared.errors import TaxonomyError
 from vane.shared.synthetic_vocab import SYNTHETIC_CATEGORIES
 from vane.shared.taxonomy import Taxonomy
+from vane.shared.topics import topics_taxonomy
 
 #: Prefix of a built-in vocabulary in a ``taxonomy-file`` setting.
 BUILTIN_PREFIX = "builtin:"
 #: The built-in vocabularies' names.
-BUILTIN_NAMES = ("browsing", "synthetic")
+BUILTIN_NAMES = ("topics", "browsing", "synthetic")
+#: The default taxonomy for browsing (history, the browser extension's events, a deployment).
+DEFAULT_BROWSING = "builtin:topics"
 
 
 def browsing_taxonomy() -> Taxonomy:
@@ -42,13 +48,15 @@ def synthetic_taxonomy() -> Taxonomy:
 
 
 def builtin_taxonomy(name: str) -> Taxonomy:
-    """The built-in vocabulary ``name`` (``browsing`` or ``synthetic``).
+    """The built-in vocabulary ``name`` (``topics``, ``browsing`` or ``synthetic``).
 
     Raises
     ------
     TaxonomyError
         For any other name.
     """
+    if name == "topics":
+        return topics_taxonomy()
     if name == "browsing":
         return browsing_taxonomy()
     if name == "synthetic":
