@@ -70,8 +70,13 @@ async function errorText(response) {
   return `HTTP ${response.status}`;
 }
 
-async function scheduleRetry(reason) {
+// A failed retry doubles the wait; a failed send after a new visit leaves a pending retry as it is.
+async function scheduleRetry(reason, fromAlarm) {
   const { [STATE_KEY]: state = {} } = await chrome.storage.local.get(STATE_KEY);
+  if (!fromAlarm && (await chrome.alarms.get(ALARM))) {
+    await setState({ ok: false, error: reason });
+    return;
+  }
   const attempts = (state.attempts || 0) + 1;
   const delayS = Math.min(30 * 2 ** (attempts - 1), MAX_BACKOFF_S);
   await chrome.alarms.create(ALARM, { delayInMinutes: delayS / 60 });
@@ -79,7 +84,7 @@ async function scheduleRetry(reason) {
 }
 
 // Send the queue, oldest first; stop at the first failure that is not the events' fault.
-function flush() {
+function flush(fromAlarm = false) {
   return serial(async () => {
     const config = await loadConfig();
     if (!config.token) {
@@ -91,7 +96,7 @@ function flush() {
       const { [QUEUE_KEY]: queue = [] } = await chrome.storage.local.get(QUEUE_KEY);
       if (queue.length === 0) {
         await chrome.alarms.clear(ALARM);
-        await setState({ ok: true, error: null, attempts: 0, queued: 0, lastSent: Date.now() });
+        await setState({ ok: true, error: null, attempts: 0, queued: 0 });
         return;
       }
       const batch = queue.slice(0, size);
@@ -99,13 +104,13 @@ function flush() {
       try {
         response = await post(config, batch);
       } catch (err) {
-        await scheduleRetry(`server not running on ${config.base}`);
+        await scheduleRetry(`server not running on ${config.base}`, fromAlarm);
         return;
       }
       if (response.ok) {
         const rest = queue.slice(batch.length);
         await chrome.storage.local.set({ [QUEUE_KEY]: rest });
-        await setState({ queued: rest.length });
+        await setState({ queued: rest.length, lastSent: Date.now() });
         continue;
       }
       if ((response.status === 400 || response.status === 413) && batch.length > 1) {
@@ -119,7 +124,7 @@ function flush() {
         await setState({ refused: (state.refused || 0) + 1, lastRefused: reason, queued: queue.length - 1 });
         continue;
       }
-      await scheduleRetry(await errorText(response));
+      await scheduleRetry(await errorText(response), fromAlarm);
       return;
     }
   });
@@ -168,7 +173,7 @@ chrome.tabs.onRemoved.addListener((tabId) => {
 // ---- retries ---------------------------------------------------------------------------------------
 
 chrome.alarms.onAlarm.addListener((alarm) => {
-  if (alarm.name === ALARM) flush();
+  if (alarm.name === ALARM) flush(true);
 });
 chrome.runtime.onStartup.addListener(() => flush());
 chrome.runtime.onInstalled.addListener(() => flush());
