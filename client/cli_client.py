@@ -16,9 +16,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from vane.client.api.tokens import with_server_hint
 from vane.client.cli_options import JsonOpt, KeyOpt, PassOpt, StoreOpt
 from vane.client.cli_views import cell, import_table, json_text, profile_views, score_meaning
 from vane.client.files import check_destination, store_files
+from vane.shared.errors import StoreInUseError
 from vane.shared.events import OTHER
 
 client_app = typer.Typer(no_args_is_help=True)
@@ -30,13 +32,16 @@ def _open(store: Path, key_file: Path | None, passphrase_env: str | None, must_e
 
     if must_exist and not store.exists():
         raise typer.BadParameter(f"store {str(store)!r} does not exist", param_hint="--store")
-    if passphrase_env is not None:
-        passphrase = os.environ.get(passphrase_env)
-        if not passphrase:
-            raise typer.BadParameter(f"environment variable {passphrase_env!r} is unset or empty",
-                                     param_hint="--passphrase-env")
-        return InterestTracker.open(store, passphrase=passphrase)
-    return InterestTracker.open(store, key_file=key_file or store.with_name(store.name + ".key"))
+    try:
+        if passphrase_env is not None:
+            passphrase = os.environ.get(passphrase_env)
+            if not passphrase:
+                raise typer.BadParameter(f"environment variable {passphrase_env!r} is unset or empty",
+                                         param_hint="--passphrase-env")
+            return InterestTracker.open(store, passphrase=passphrase)
+        return InterestTracker.open(store, key_file=key_file or store.with_name(store.name + ".key"))
+    except StoreInUseError as exc:  # say where the API is when `vane client serve` holds the store
+        raise with_server_hint(exc, store) from None
 
 
 def _remove_new_files(paths: list[Path]) -> None:
@@ -213,3 +218,9 @@ client_app.command("install-model")(install_model_command)
 from vane.client.cli_extension import extension_command  # noqa: E402
 
 client_app.command("extension")(extension_command)
+
+# `vane client serve` and `vane client token` live in cli_serve.
+from vane.client.cli_serve import serve_command, token_command  # noqa: E402
+
+client_app.command("serve")(serve_command)
+client_app.command("token")(token_command)

@@ -33,6 +33,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from vane.client.answers import Prediction, Recommendation
+from vane.client.blocks import (
+    TrackerBlockMethods,
+    unblocked_candidates,
+    unblocked_interests,
+    unblocked_prediction,
+    widen,
+)
 from vane.client.files import write_export
 from vane.client.model_state import ModelState
 from vane.client.persistence import ModelSource, TaxonomySource, TrackerSlots, choose_model
@@ -64,7 +71,7 @@ def _as_event(event: Event | Mapping[str, Any]) -> Event:
     raise EventValidationError("event", event, "an Event or a mapping of event fields")
 
 
-class InterestTracker(TrackerModelMethods):
+class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
     """Tracks one person's interests on their device. Open one with :meth:`open`; safe from several threads."""
 
     def __init__(self, store: EventStore, taxonomy: Taxonomy | None, model: LiteModel | None,
@@ -257,13 +264,19 @@ class InterestTracker(TrackerModelMethods):
         """
         with self._lock:
             self.refresh()
-            return self.predictor.interests(self._state.personal, self._lstm.interest, k, self._half_life_s)
+            blocked = self.blocked()  # never a blocked topic (vane.client.blocks)
+            found = self.predictor.interests(self._state.personal, self._lstm.interest, widen(k, blocked),
+                                             self._half_life_s)
+            return unblocked_interests(found, blocked, k)
 
     def predict(self, k: int = 5) -> Prediction:
         """What comes next: the next-interest distribution and the next-window intensity."""
         with self._lock:
             self.refresh()
-            return self.predictor.predict(self._state.personal, self._lstm.interest, self._lstm.intensity, k)
+            blocked = self.blocked()
+            found = self.predictor.predict(self._state.personal, self._lstm.interest, self._lstm.intensity,
+                                           widen(k, blocked))
+            return unblocked_prediction(found, blocked, k)
 
     def shifts(self) -> list[Shift]:
         """Detected interest shifts, oldest first."""
@@ -279,7 +292,8 @@ class InterestTracker(TrackerModelMethods):
         """
         with self._lock:
             self.refresh()
-            return self.predictor.recommend(self._state.personal, self._lstm.interest, candidates, k)
+            allowed = unblocked_candidates(candidates, self.blocked())  # all-blocked candidates are dropped
+            return self.predictor.recommend(self._state.personal, self._lstm.interest, allowed, k)
 
     # ---- forgetting and export ------------------------------------------------------------------
     def forget(self, item_id: str | None = None, before: Any = None, everything: bool = False) -> int:

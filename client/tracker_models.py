@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from vane.client.blocks import stored_blocks, trainable_events
 from vane.client.model_state import ModelState
 from vane.client.predictor import Mix
 from vane.client.runtime import LiteModel
@@ -100,7 +101,9 @@ class TrackerModelMethods:
         with self._lock:
             model = self._lstm.require_model()
             assert self._lstm.featurizer is not None
-            events = [ev for _, ev in self._state.time_ordered()]
+            # Events whose categories are all blocked are never trained on (vane.client.blocks).
+            events = trainable_events([ev for _, ev in self._state.time_ordered()],
+                                      stored_blocks(self._state.slots.store))
             result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed, holdout_fraction)
             if result.steps:
                 self._state.slots.save_weights(model.get_weights())
