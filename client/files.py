@@ -4,7 +4,8 @@
 an app. It refuses, with a :class:`~vane.shared.errors.ConfigError` naming the path:
 
 - the store itself, its SQLite sidecars (``-wal``, ``-shm``, ``-journal``) and lock file
-  (``.lock``), and its key file (by default ``STORE.key``), however the path is spelled: paths are
+  (``.lock``), the API's token and server files (``.token``, ``.server.json``), and its key file
+  (by default ``STORE.key``), however the path is spelled: paths are
   compared after resolving symbolic links and ``..``/``.``, and an existing destination is also
   compared by device and inode, so a hard link to the key is refused too;
 - any existing file that holds a SQLite database or a Vane key file, whatever its name (a key file
@@ -30,7 +31,7 @@ from pathlib import Path
 from vane.shared.errors import ConfigError
 
 #: Files that belong to a store ``S``: ``S`` itself and ``S`` + each of these.
-STORE_SUFFIXES: tuple[str, ...] = ("", "-wal", "-shm", "-journal", ".lock", ".key")
+STORE_SUFFIXES: tuple[str, ...] = ("", "-wal", "-shm", "-journal", ".lock", ".key", ".token", ".server.json")
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _KEY_FILE = re.compile(rb"\A[0-9a-fA-F]{64}\s*\Z")
