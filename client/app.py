@@ -70,6 +70,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from vane.client.app_messages import ClientSettings, ModelPlan, RoundMessage, weights_label
 from vane.client.mods import error_reply, privacy_mods
+from vane.client.population import keep_population, population_on_device, population_requested, read_population
 from vane.client.tracker import InterestTracker, Mix
 from vane.shared import protocol as p
 from vane.shared.errors import ConfigError, VaneError
@@ -144,13 +145,17 @@ def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None =
         cannot train; the device's model and store are unchanged unless training itself failed.
         :func:`build_client_app` turns the error into an error reply.
     """
+    if population_requested(msg):  # federated analytics: the device's clipped counts (vane.client.population)
+        return population_on_device(msg, lambda: _open_tracker(context, sim_dir, None))
     message = RoundMessage.read(msg, context.run_config)
     settings = message.settings
     tracker = _open_tracker(context, sim_dir, None)
     try:
         plan = ModelPlan.check(tracker, message)
+        population = read_population(message.config)  # the statistics published beside the model
         label = weights_label(message.config, settings, plan.weights.spec_hash, trained_rounds=1)
         plan.apply(tracker, label)
+        keep_population(tracker, population)  # kept sealed in the store
         global_flat = plan.weights.flat
         result = tracker.train_local(
             epochs=settings.local_epochs,

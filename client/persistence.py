@@ -14,6 +14,8 @@ part of the store format and never change):
                            round's global weights are labelled with the round's version
 ``tracker/taxonomy``       the model's category vocabulary (JSON)
 ``tracker/mix``            the blend the federation recommended (JSON, ``MIX_FIELDS`` names)
+``tracker/population``     the population statistics artifact shipped with the model
+                           (:mod:`vane.shared.population_artifact`; checked against the taxonomy)
 ``tracker/state``          the answer cache: personal state and LSTM state (JSON); stored
                            ``derived``, so forget and retention delete it with the events
 ``import/<hash of path>``  the newest visit time imported from one history file (ISO-8601)
@@ -56,6 +58,7 @@ WEIGHTS = "tracker/weights"
 WEIGHTS_VERSION = "tracker/weights-version"
 TAXONOMY = "tracker/taxonomy"
 MIX = "tracker/mix"
+POPULATION = "tracker/population"
 
 #: A model as bytes or a ``.tflite`` path.
 ModelSource: TypeAlias = bytes | str | os.PathLike[str]
@@ -136,6 +139,17 @@ class TrackerSlots:
         encoded = json.dumps(dict(zip(MIX_FIELDS, mix.weights(), strict=True))).encode()
         if self.store.get_state(MIX) != encoded:
             self.store.put_state(MIX, encoded)
+
+    def population(self) -> bytes | None:
+        """The kept population statistics artifact's bytes (None when none was received)."""
+        return self.store.get_state(POPULATION) or None
+
+    def save_population(self, artifact: bytes) -> bool:
+        """Keep a population statistics artifact (already checked); writes only a change. Returns whether it did."""
+        if self.store.get_state(POPULATION) == artifact:
+            return False
+        self.store.put_state(POPULATION, bytes(artifact))
+        return True
 
     def state(self) -> dict[str, Any] | None:
         """The saved answer cache, if any."""

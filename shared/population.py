@@ -117,6 +117,25 @@ class PopulationStats:
         scored = sorted(pool, key=lambda b: (-self.transition(previous, b), self.rank.get(b, len(self.rank)), b))
         return tuple(scored[:k])
 
+    def without(self, own: PopulationStats, tolerance: float = 1e-9) -> PopulationStats:
+        """These statistics less ``own``'s counts: what the rest of the population contributed.
+
+        A device that trains on federated statistics subtracts its own counts
+        (:func:`population_stats` of its own events), so the features it trains on never contain its
+        own training targets. A count at or below ``tolerance`` after the subtraction is dropped (the
+        rounding of secure aggregation and any DP noise leave small remainders; pass the statistics'
+        stated tolerance). Raises ValueError for a negative ``tolerance``.
+        """
+        if not (math.isfinite(tolerance) and tolerance >= 0):
+            raise ValueError(f"tolerance is {tolerance!r}; expected a finite number >= 0")
+
+        def less(mine: Mapping[str, float], theirs: Mapping[str, float]) -> dict[str, float]:
+            out = {k: v - theirs.get(k, 0.0) for k, v in mine.items()}
+            return {k: v for k, v in out.items() if v > tolerance}
+
+        transitions = {a: less(row, own.transitions.get(a, {})) for a, row in self.transitions.items()}
+        return PopulationStats(less(self.popularity, own.popularity), {a: r for a, r in transitions.items() if r})
+
     def to_dict(self) -> dict[str, dict[str, object]]:
         """The counts as JSON-ready dicts; ``from_counts(**d)`` rebuilds the same statistics."""
         return {"popularity": dict(self.popularity), "transitions": {a: dict(r) for a, r in self.transitions.items()}}

@@ -73,6 +73,17 @@ PROXIMAL_MU_KEY = "proximal-mu"
 EVALUATE_MODEL_ONLY_KEY = "evaluate-model-only"
 MIX_GRID_STEP_KEY = "mix-grid-step"
 
+# --- message config: federated analytics of the population statistics (vane.server.analytics) ---
+#: Marks a train message as the population-statistics round; its value is the round the statistics precede.
+POPULATION_ROUND_KEY = "population-round"
+#: Per-device clip of the count vector: each entry capped at this, then the L2 norm (0 = no L2 clip).
+POPULATION_ENTRY_CAP_KEY = "population-entry-cap"
+POPULATION_CLIP_NORM_KEY = "population-clip-norm"
+#: Subtracted from every entry before SecAgg+ (half the entry cap: the range is symmetric); 0 in the clear.
+POPULATION_CENTER_KEY = "population-center"
+#: The published statistics artifact (vane.shared.population_artifact) sent with train messages.
+POPULATION_ARTIFACT_KEY = "population-artifact"
+
 # --- Flower's own keys ---------------------------------------------------------------
 #: Config key of the clipping norm Flower's client-side DP wrappers send (flwr.supercore.differential_privacy).
 CLIPPING_NORM_KEY = "clipping_norm"

@@ -198,6 +198,20 @@ class PrivacyLedger:
         return [self.epsilon_after(self.rounds + i) for i in range(1, rounds + 1)]
 
 
+def population_epsilon(noise_multiplier: float, devices: int, delta: float, releases: int = 1) -> float:
+    """ε at ``delta`` of ``releases`` noised sums of the population statistics (:mod:`vane.server.analytics`).
+
+    Every device answers (no sampling) and each contributes a count vector clipped to L2 ``C``; the sum
+    gets Gaussian noise of std ``z·C``: add-or-remove-one, σ/Δ = ``z``. Kept beside the training ε
+    (the run's registry entries carry it as ``population-dp-epsilon``); both are at the run's δ, so the
+    run as a whole is (ε_train + ε_population, 2δ)-DP at most.
+    """
+    if noise_multiplier <= 0:
+        return math.inf
+    accounting = ReleaseAccounting("no-amplification", "add-or-remove-one", noise_multiplier, devices, devices)
+    return accounting.epsilon(releases, delta)
+
+
 def sampled_clients(population: int, fraction_train: float, min_train_nodes: int) -> int:
     """Nodes Flower's FedAvg samples per round (``int(n·fraction)``, at least ``min-train-nodes``)."""
     return max(int(population * fraction_train), min_train_nodes)
