@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.stamp
 LITE   := .venv-tflite
 LITE_STAMP := $(LITE)/.stamp
 
-.PHONY: demo test test-fast test-tflite-runtime bench lint typecheck clean
+.PHONY: demo test test-fast test-tflite-runtime browser-deps bench lint typecheck clean
 
 $(STAMP): pyproject.toml constraints.txt
 	rm -rf $(VENV)
@@ -36,7 +36,19 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(VENV)/bin/vane demo $(DEMO_ARGS)
 
-test: $(STAMP) $(LITE_STAMP)
+# The real-browser tests (tests/browser/) drive Debian's chromium; install it when missing (as root,
+# or with passwordless sudo). Without it those tests skip and say why.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=no; fi; \
+	  if [ "$$SUDO" = no ]; then echo "note: chromium missing and no root: the browser tests will skip"; \
+	  else echo "installing chromium and chromium-driver (apt-get) for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	         chromium chromium-driver >/dev/null 2>&1; } \
+	    || echo "note: could not install chromium: the browser tests will skip"; fi; }
+
+test: $(STAMP) $(LITE_STAMP) browser-deps
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory test-tflite-runtime
 
