@@ -1,0 +1,207 @@
+"""The local HTTP API (``vane client serve``): every endpoint over a real uvicorn server on 127.0.0.1,
+checked against the tracker's own answers once the server has stopped and released the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from api_server import running
+from vane.client.tracker import InterestTracker
+from vane.shared import Event, EventValidationError, Taxonomy
+
+T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
+NAMES = ["sports", "news", "food", "travel", "music", "films", "games"]
+
+
+def visits(n: int, seed: int = 0, start: int = 0) -> list[dict[str, object]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(start, start + n):
+        cat = "sports" if rng.random() < 0.6 else NAMES[int(rng.integers(1, len(NAMES)))]
+        out.append({"item_id": f"{cat}-{i}", "categories": [cat], "kind": "view", "title": f"{cat} story {i}",
+                    "timestamp": (T0 + timedelta(minutes=11 * i)).isoformat()})
+    return out
+
+
+def make_store(tmp_path: Path, blob: bytes | None = None, events: int = 0, name: str = "s.db") -> Path:
+    store = tmp_path / name
+    with InterestTracker.open(store, key_file=tmp_path / (name + ".key"), model=blob,
+                              taxonomy=Taxonomy(NAMES) if blob else None) as tracker:
+        tracker.record_many(visits(events))
+    return store
+
+
+def reopen(store: Path) -> InterestTracker:
+    return InterestTracker.open(store, key_file=store.with_name(store.name + ".key"))
+
+
+def test_record_one_and_a_batch_and_the_answers_are_the_trackers(tmp_path: Path, small_training_blob: bytes) -> None:
+    store = make_store(tmp_path, small_training_blob, events=40)
+    batch = visits(30, seed=1, start=40)
+    with running(store) as api:
+        one = api.client.post("/api/events", json=visits(1, seed=2, start=70)[0])
+        assert one.status_code == 200 and one.json() == {"recorded": 1, "duplicates": 0}
+        again = api.client.post("/api/events", json=visits(1, seed=2, start=70)[0])
+        assert again.json() == {"recorded": 0, "duplicates": 1}
+        many = api.client.post("/api/events", json={"events": batch + [batch[-1]]})
+        assert many.status_code == 200 and many.json() == {"recorded": 30, "duplicates": 1}
+        assert api.client.get("/api/health").json() == {"ok": True, "events": 71, "version": api.client.get(
+            "/api/versions").json()["vane"]}
+        interests = api.client.get("/api/interests", params={"k": 4}).json()
+        prediction = api.client.get("/api/predict", params={"k": 3}).json()
+        shifts = api.client.get("/api/shifts").json()
+        exported = api.client.get("/api/export").json()
+        versions = api.client.get("/api/versions").json()
+        recommended = api.client.post("/api/recommend", json={"candidates": [
+            {"item_id": "x", "categories": ["food"]}, {"item_id": "y", "categories": ["sports"], "title": "t"}],
+            "k": 2}).json()
+        behind = api.client.get("/api/events", params={"topic": "sports", "limit": 5}).json()
+        history = api.client.get("/api/interests/history", params={"buckets": 4}).json()
+        assert api.stop() == 0
+    with reopen(store) as tracker:
+        want = tracker.interests(4)
+        assert [(i["topic"], i["share"]) for i in interests["interests"]] == \
+            [(c.category, pytest.approx(c.score)) for c in want.top]
+        assert [e["seq"] for e in interests["interests"][0]["events"]] == [b.seq for b in want.top[0].because]
+        want_prediction = tracker.predict(3)
+        assert [(p["topic"], p["probability"]) for p in prediction["predictions"]] == \
+            [(c, pytest.approx(p)) for c, p in want_prediction.next_interest]
+        assert all(p["reasons"] and all(isinstance(r, str) for r in p["reasons"]) for p in prediction["predictions"])
+        assert prediction["intensity"] == pytest.approx(dict(want_prediction.intensity)) and prediction["intensity"]
+        assert shifts == {"shifts": [s.to_dict() for s in tracker.shifts()]}
+        assert len(exported["events"]) == 71 and exported["events"] == tracker.export()["events"]
+        assert versions["model"] == {"version": tracker.model_version, "taxonomy": Taxonomy(NAMES).version}
+        assert versions["encoder"] is None
+        assert [r["item_id"] for r in recommended["recommendations"]] == \
+            [r.item_id for r in tracker.recommend([{"item_id": "x", "categories": ["food"]},
+                                                   {"item_id": "y", "categories": ["sports"]}], k=2)]
+        sports = sorted(((ev.unix_time, seq) for seq, ev in tracker.store.events() if "sports" in ev.categories),
+                        reverse=True)
+        assert [e["seq"] for e in behind["events"]] == [seq for _, seq in sports[:5]]
+        assert behind["total"] == len(sports) and behind["events"][0]["title"].startswith("sports story")
+    assert len(history["buckets"]) == 4
+    assert sum(b["events"] for b in history["buckets"]) == pytest.approx(71)
+    assert all(sum(b["shares"].values()) == pytest.approx(1.0) for b in history["buckets"] if b["shares"])
+
+
+def test_a_visit_without_categories_gets_the_url_rules_topics(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    with running(store) as api:
+        sent = api.client.post("/api/events", json={"item_id": "https://www.bbc.com/sport/football/1",
+                                                    "timestamp": T0.timestamp(), "kind": "link",
+                                                    "title": "<script>alert(1)</script>", "transition": "link"})
+        assert sent.status_code == 200, sent.text
+        topics = api.client.post("/api/categorize", json={"title": "t", "url": "https://www.bbc.com/sport/x"}).json()
+        assert topics == {"topics": [{"topic": "sports", "source": "rule", "confidence": 1.0},
+                                     {"topic": "news", "source": "rule", "confidence": 1.0}]}
+        unknown = api.client.post("/api/categorize", json={"title": "a page"}).json()
+        assert unknown["topics"][0]["topic"] == "other"
+        assert api.client.post("/api/categorize", json={}).status_code == 400
+    with reopen(store) as tracker:
+        (_, event), = tracker.store.events()
+        assert event.categories == ("sports", "news") and event.title == "<script>alert(1)</script>"
+        assert event.kind == "link"
+
+
+def test_bad_input_gets_400_with_the_python_apis_message_and_stores_nothing(tmp_path: Path) -> None:
+    store = make_store(tmp_path, events=5)
+    bad = {"item_id": "a", "timestamp": T0.isoformat(), "kind": "jump"}
+    with pytest.raises(EventValidationError) as raised:
+        Event.from_dict(bad)
+    with running(store) as api:
+        one = api.client.post("/api/events", json=bad)
+        assert one.status_code == 400
+        assert one.json() == {"error": {"type": "EventValidationError", "message": str(raised.value)}}
+        batch = api.client.post("/api/events", json={"events": visits(2, start=10) + [bad]})
+        assert batch.status_code == 400 and batch.json()["error"]["message"] == str(raised.value)
+        assert batch.json()["error"]["index"] == 2
+        broken = api.client.post("/api/events", content=b'{"item_id": "a",',
+                                 headers={"content-type": "application/json"})
+        assert broken.status_code == 400
+        assert broken.json()["error"]["message"].startswith("the request body is not valid JSON: Expecting")
+        assert api.client.post("/api/events", content=b"").json()["error"]["message"].startswith(
+            "the request body is empty")
+        k = api.client.get("/api/interests", params={"k": "many"})
+        assert k.status_code == 400 and k.json()["error"]["message"].startswith("k is 'many'")
+        assert api.client.get("/api/interests", params={"level": "middle"}).status_code == 400
+        forget = api.client.post("/api/forget", json={"before": "yesterday"})
+        assert forget.status_code == 400 and "before is 'yesterday'" in forget.json()["error"]["message"]
+        assert api.client.post("/api/forget", json={"item_id": "a", "topic": "b"}).status_code == 400
+        assert api.client.post("/api/recommend", json={"candidates": "x"}).status_code == 400
+        assert api.client.post("/api/blocks", json={"topic": ""}).json()["error"]["type"] == "ConfigError"
+        missing = api.client.get("/api/nowhere")
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "NotFoundError"
+        assert api.client.get("/api/health").json()["events"] == 5
+
+
+def test_forget_by_item_time_range_topic_and_everything(tmp_path: Path) -> None:
+    store = make_store(tmp_path, events=60)
+    with reopen(store) as tracker:
+        events = [ev for _, ev in tracker.store.events()]
+    first = events[0].item_id
+    cut = T0 + timedelta(minutes=11 * 10)
+    low, high = T0 + timedelta(minutes=11 * 20), T0 + timedelta(minutes=11 * 30)
+    with running(store) as api:
+        def forget(body: dict[str, object]) -> int:
+            answer = api.client.post("/api/forget", json=body)
+            assert answer.status_code == 200, answer.text
+            return int(answer.json()["forgotten"])
+
+        assert forget({"item_id": first}) == 1
+        assert forget({"before": cut.timestamp()}) == 9
+        assert forget({"after": low.isoformat(), "before": high.isoformat()}) == 10
+        left = [ev for ev in events[10:] if not low <= ev.timestamp < high]
+        food = sum(1 for ev in left if "food" in ev.categories)
+        assert food and forget({"topic": "food"}) == food
+        assert api.client.get("/api/events", params={"topic": "food"}).json()["events"] == []
+        assert forget({"everything": True}) == len(left) - food
+        assert api.client.get("/api/health").json()["events"] == 0
+    with reopen(store) as tracker:
+        assert tracker.store.count() == 0
+
+
+def test_blocks_over_http(tmp_path: Path) -> None:
+    store = make_store(tmp_path, events=50)
+    with running(store) as api:
+        assert api.client.get("/api/predict", params={"k": 1}).json()["predictions"][0]["topic"] == "sports"
+        added = api.client.post("/api/blocks", json={"topic": "sports"})
+        assert added.json() == {"blocked": ["sports"], "added": True}
+        assert api.client.get("/api/blocks").json() == {"blocked": ["sports"]}
+        topics = [p["topic"] for p in api.client.get("/api/predict", params={"k": 10}).json()["predictions"]]
+        assert topics and "sports" not in topics
+        assert "sports" not in [i["topic"] for i in api.client.get("/api/interests").json()["interests"]]
+        recs = api.client.post("/api/recommend", json={"candidates": [{"item_id": "s", "categories": ["sports"]}]})
+        assert recs.json() == {"recommendations": []}
+        path_topic = api.client.post("/api/blocks", json={"topic": "/Sports/Ball"})
+        assert path_topic.status_code == 200
+        assert api.client.delete("/api/blocks/%2FSports%2FBall").json() == {"blocked": ["sports"]}
+        gone = api.client.delete("/api/blocks/news")
+        assert gone.status_code == 404 and gone.json()["error"]["message"] == "topic 'news' is not blocked"
+        assert api.client.delete("/api/blocks/sports").json() == {"blocked": []}
+        api.client.post("/api/blocks", json={"topic": "games"})
+    with reopen(store) as tracker:
+        assert tracker.blocked() == {"games"}
+
+
+def test_openapi_schema_and_the_dashboard_files(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    with running(store) as api:
+        schema = api.client.get("/api/openapi.json").json()
+        for path in ("/api/health", "/api/events", "/api/interests", "/api/interests/history", "/api/predict",
+                     "/api/shifts", "/api/recommend", "/api/forget", "/api/export", "/api/categorize",
+                     "/api/blocks", "/api/blocks/{topic}", "/api/versions"):
+            assert path in schema["paths"], path
+        plain = httpx.get(api.url + "/")  # no token: the page holds no data
+        dashboard = Path(__file__).resolve().parents[2] / "client" / "dashboard" / "index.html"
+        if dashboard.exists():
+            assert plain.status_code == 200 and plain.text == dashboard.read_text()
+            assert plain.headers["content-type"].startswith("text/html")
+        else:
+            assert plain.status_code == 404 and plain.json()["error"]["type"] == "NotFoundError"
+        escape = httpx.get(api.url + "/static/%2E%2E/%2E%2E/client/tracker.py")
+        assert escape.status_code == 404
+        assert httpx.get(api.url + "/static/nothing.js").status_code == 404
