@@ -112,6 +112,18 @@ def bench_federation_command(
         raise typer.Exit(1)
 
 
+@bench_app.command("dashboard")
+def bench_dashboard_command(
+    events: int = typer.Option(10_000, "--events", min=1, help="Events in the served store."),
+    loads: int = typer.Option(7, "--loads", min=1, help="Cold loads of the dashboard measured (after one warm-up)."),
+) -> None:
+    """Time to interactive of the dashboard in headless Chromium over a served store (exit 1 over 1 s)."""
+    from vane.simulations.bench.dashboard import print_report, run_dashboard_bench
+
+    if not print_report(run_dashboard_bench(events, loads)):
+        raise typer.Exit(1)
+
+
 @sim_app.command("evaluate")
 def evaluate_command(
     dataset: str = typer.Option(..., help="taobao, movielens or synthetic."),

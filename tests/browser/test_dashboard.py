@@ -45,7 +45,7 @@ def _open_dashboard(browser: Any, port: int, token: str) -> tuple[Any, list[str]
     page.wait_for_selector("#token-form:not([hidden])")
     page.fill("#token", token)
     page.click("#token-save")
-    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    page.wait_for_selector("body[data-complete='1']", timeout=30_000)
     return page, incidents
 
 
@@ -81,7 +81,7 @@ def test_dashboard_matches_tracker_blocks_and_forgets(browser: Any, tmp_path: Pa
 
         # The token is kept: a reload goes straight to the data.
         page.reload()
-        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_selector("body[data-complete='1']")
         assert page.locator("#token-form").is_hidden()
 
         # Block the topic predicted first: it leaves the predictions (page and API) and shows as blocked.
