@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from vane.server.cli_encoder import export_encoder_command
 
 server_app = typer.Typer(no_args_is_help=True, help="Models, federated training and deployment.")
+server_app.command("export-encoder")(export_encoder_command)
 
 
 @server_app.command("export-model")

@@ -7,6 +7,7 @@ disk, so a test process gets its ``.tflite`` bytes without importing TensorFlow.
 from __future__ import annotations
 
 import pytest
+from encoder_cache import CachedEncoder, cached_encoder
 from model_cache import cached_models
 from model_inputs import SMALL_SPEC
 from vane.shared.spec import ModelSpec
@@ -39,3 +40,15 @@ def small_inference_blobs(small_blobs: dict[str, bytes]) -> dict[str | None, byt
 def default_training_blob() -> bytes:
     """The training export of the default ModelSpec."""
     return cached_models(ModelSpec(), ["training"])["training"]
+
+
+@pytest.fixture(scope="session")
+def test_encoder() -> CachedEncoder:
+    """The int8 text encoder artifact with the TensorFlow module's embeddings of fixed titles."""
+    return cached_encoder()
+
+
+@pytest.fixture(scope="session")
+def encoder_blob(test_encoder: CachedEncoder) -> bytes:
+    """The bytes of the int8 text-encoder artifact (``vane server export-encoder``), built once."""
+    return test_encoder.blob

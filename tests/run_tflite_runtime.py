@@ -26,6 +26,8 @@ from vane.shared.features import Features, TrainingBatch, pad_batch
 _KEYS = Features.FIELDS
 _BATCH_KEYS = ("h0", "c0", "interest", "intensity", "weight")
 _TRAIN_STEPS = 6
+#: The int8 encoder's stated parity: min cosine of its embeddings to the TensorFlow module's.
+ENCODER_MIN_COSINE = 0.99
 _LR = 0.01
 
 
@@ -84,6 +86,11 @@ def prepare(out: Path) -> None:
     data["expected_losses"] = np.asarray(losses, np.float32)
     data["expected_weights"] = model.weights().flat
     np.savez(out / "expected.npz", **data)
+    from encoder_cache import cached_encoder  # the int8 text encoder and TensorFlow's embeddings of fixed titles
+
+    encoder = cached_encoder()
+    (out / "encoder.vane").write_bytes(encoder.blob)
+    np.savez(out / "encoder_expected.npz", titles=np.array(encoder.titles), embeddings=encoder.reference)
 
 
 def check(workdir: Path) -> int:
@@ -130,6 +137,14 @@ def check(workdir: Path) -> int:
             return
         raise AssertionError("a model of another spec was accepted")
 
+    def encoder_matches_tensorflow() -> None:
+        from vane.client.encoder import TextEncoder
+
+        expected = np.load(workdir / "encoder_expected.npz")
+        got = TextEncoder.from_path(workdir / "encoder.vane").embed([str(t) for t in expected["titles"]])
+        cosines = np.sum(got * expected["embeddings"], axis=1)
+        assert cosines.min() >= ENCODER_MIN_COSINE, cosines.min()
+
     def tensorflow_never_imported() -> None:
         assert "tensorflow" not in sys.modules
 
@@ -140,6 +155,7 @@ def check(workdir: Path) -> int:
         training_matches_tensorflow,
         set_then_get_weights_is_exact,
         another_spec_is_refused,
+        encoder_matches_tensorflow,
         tensorflow_never_imported,
     ]
     return _report(checks)
