@@ -224,3 +224,9 @@ from vane.client.cli_serve import serve_command, token_command  # noqa: E402
 
 client_app.command("serve")(serve_command)
 client_app.command("token")(token_command)
+
+# `vane client categorize` and `vane client correct` live in cli_categorize.
+from vane.client.cli_categorize import categorize_command, correct_command  # noqa: E402
+
+client_app.command("categorize")(categorize_command)
+client_app.command("correct")(correct_command)
