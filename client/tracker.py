@@ -320,6 +320,14 @@ class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
                 write_export(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"), self._store.path)
             return data
 
+    def correct(self, seq_or_item: int | str, topics: Iterable[Any]) -> Any:
+        """Correct an event's Topics (by seq, item id or URL): kept sealed, it beats every source of the
+        categoriser and becomes a label (:func:`vane.client.categorize_store.correct`)."""
+        from vane.client.categorize_store import correct
+
+        with self._lock:
+            return correct(self._store, seq_or_item, topics)
+
     # ---- browser history ------------------------------------------------------------------------
     def import_history(self, path: str | os.PathLike[str], browser: str = "auto",
                        rules: str | os.PathLike[str] | None = None,

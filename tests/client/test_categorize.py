@@ -207,3 +207,17 @@ def test_the_order_with_the_real_encoder(tmp_path: Path, encoder_blob: bytes):
         cat = load_categorizer(store, encoder, threshold=0.3)
         corrected = cat.categorize("Celtics lose to the Knicks at home", "https://news.example/celtics")
         assert corrected.source == "correction" and corrected.topics == (SOCCER,)
+
+
+def test_tracker_correct_keeps_the_correction_across_reopen(tmp_path: Path):
+    from vane.client.tracker import InterestTracker
+
+    path, key = tmp_path / "tr.db", b"\x0a" * 32
+    with InterestTracker.open(path, key=key) as tracker:
+        seq = tracker.record(Event.create("https://www.cnn.com/x", ["/News"], T0, title="Bread recipes"))
+        assert tracker.correct(seq, [COOKING]).topics == (COOKING,)
+        with pytest.raises(ConfigError, match="'/Nope' is not a Topics v2"):
+            tracker.correct(seq, ["/Nope"])
+    with InterestTracker.open(path, key=key) as tracker:
+        assert read_corrections(tracker.store)["https://www.cnn.com/x"].topics == (COOKING,)
+        assert load_categorizer(tracker.store).categorize(None, "https://www.cnn.com/x").source == "correction"
