@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from vane.shared.errors import ModelError, SpecError, SpecMismatchError
 from vane.shared.features import Features, TrainingBatch, pad_batch
+from vane.shared.ranker_data import RankerExamples
 from vane.shared.spec import ModelSpec
 from vane.shared.weights import Weights
 
@@ -260,6 +261,42 @@ class LiteModel:
                 weight=_f32(batch.weight),
                 lr=rate,
             )
+        return float(np.asarray(out["loss"]).reshape(-1)[0])
+
+    # -- the candidate ranker -------------------------------------------------
+
+    @property
+    def has_ranker(self) -> bool:
+        """Whether the model has the candidate ranker's ``rank`` signature."""
+        return self.spec.has_ranker and "rank" in self._signatures
+
+    def rank(self, features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masked next-category scores and next-window intensities of (B, C, F) candidate features, (B, C) each."""
+        if not self.has_ranker:
+            raise ModelError("this model has no candidate ranker: export it from a spec with ranker_units > 0")
+        with self._lock:
+            out = self._signatures["rank"](features=_f32(features), mask=_f32(mask))
+        return np.asarray(out["score"]), np.asarray(out["intensity"])
+
+    def train_ranker(self, examples: RankerExamples, lr: float) -> float:
+        """One ranker step on at most ``spec.ranker_batch`` queries (padded with weight-0 ones); the loss."""
+        self._require_training("train_ranker")
+        if "train_ranker" not in self._signatures:
+            raise ModelError("this model has no candidate ranker to train")
+        batch = self.spec.ranker_batch
+        n = len(examples)
+        if n > batch:
+            raise ModelError(f"a ranker batch has {n} queries; this model takes at most {batch}")
+        weight = np.zeros(batch, np.float32)
+        weight[:n] = 1.0
+
+        def grow(a: np.ndarray) -> np.ndarray:
+            return _f32(np.concatenate([a, np.zeros((batch - n, *a.shape[1:]), np.float32)]) if n < batch else a)
+
+        with self._lock:
+            out = self._signatures["train_ranker"](
+                features=grow(examples.features), mask=grow(examples.mask), target=grow(examples.target),
+                future=grow(examples.future), weight=weight, lr=np.asarray([lr], np.float32))
         return float(np.asarray(out["loss"]).reshape(-1)[0])
 
     def get_weights(self) -> Weights:

@@ -13,8 +13,9 @@ The training export has these signatures, all with TFLite builtins only:
 ``set_weights``      the inverse
 ``reset_optimizer``  zeroes the optimizer slots and step counter
 ``spec_info``        the ModelSpec as UTF-8 JSON bytes, so a runtime can refuse a mismatching model
+``rank``, ``train_ranker``  with a ranker in the spec: see :mod:`vane.server.ranker_model`
 
-Inference exports have only ``infer``, ``step`` and ``spec_info``.
+Inference exports have only ``infer``, ``step``, ``spec_info`` (and ``rank``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from vane.server.ranker_model import add_ranker
 from vane.shared.errors import ModelError
 from vane.shared.features import Features, TrainingBatch
 from vane.shared.spec import ModelSpec
-from vane.shared.weights import Weights, weight_layout
+from vane.shared.weights import Weights, lstm_layout, weight_layout
 
 logger = logging.getLogger("vane.server")
 
@@ -106,8 +108,11 @@ class InterestModel(tf.Module):  # type: ignore[misc]
         self.m_slots = [tf.Variable(tf.zeros_like(p), name="m_" + p.name.split(":")[0]) for p in self.params]
         self.v_slots = [tf.Variable(tf.zeros_like(p), name="v_" + p.name.split(":")[0]) for p in self.params]
         self.opt_step = tf.Variable(0.0, name="opt_step")
+        self.step_counters: list[tf.Variable] = [self.opt_step]
         self._spec_bytes = np.frombuffer(spec_json(spec), dtype=np.uint8).copy()
         self._build_functions()
+        if spec.has_ranker:
+            add_ranker(self)
 
     # -- the network --------------------------------------------------------
 
@@ -172,13 +177,15 @@ class InterestModel(tf.Module):  # type: ignore[misc]
         return tf.reduce_sum(per_position * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
     def _apply(self, grads: list[tf.Tensor], lr: tf.Tensor) -> None:
+        """One optimizer step of the LSTM's arrays (the first ``len(grads)``; the ranker has its own)."""
+        n = len(grads)
         if self.spec.optimizer == "sgd":
-            for p, g in zip(self.params, grads, strict=True):
+            for p, g in zip(self.params[:n], grads, strict=True):
                 p.assign_sub(lr * g)
             return
         step = self.opt_step.assign_add(1.0)
         lr_t = lr * tf.sqrt(1.0 - tf.pow(_BETA2, step)) / (1.0 - tf.pow(_BETA1, step))
-        for p, m, v, g in zip(self.params, self.m_slots, self.v_slots, grads, strict=True):
+        for p, m, v, g in zip(self.params[:n], self.m_slots[:n], self.v_slots[:n], grads, strict=True):
             m_new = m.assign(_BETA1 * m + (1.0 - _BETA1) * g)
             v_new = v.assign(_BETA2 * v + (1.0 - _BETA2) * tf.square(g))
             p.assign_sub(lr_t * m_new / (tf.sqrt(v_new) + _EPSILON))
@@ -212,7 +219,7 @@ class InterestModel(tf.Module):  # type: ignore[misc]
             with tf.GradientTape() as tape:
                 logits_i, logits_n, _, _ = self._unroll((cats, item, tokens, gap, kind), None, h0, c0)
                 loss = self._loss((logits_i, logits_n), interest, intensity, weight)
-            grads = tape.gradient(loss, self.params)
+            grads = tape.gradient(loss, self.params[: len(lstm_layout(spec))])
             grads = [tf.convert_to_tensor(g) for g in grads]
             self._apply(grads, tf.reshape(lr, []))
             return {"loss": loss}
@@ -232,7 +239,8 @@ class InterestModel(tf.Module):  # type: ignore[misc]
             # multiply, not zeros_like: a zeros constant per slot would be stored in the model file
             for slot in self.m_slots + self.v_slots:
                 slot.assign(slot * 0.0)
-            self.opt_step.assign(0.0)
+            for counter in self.step_counters:
+                counter.assign(0.0)
             return {"ok": tf.constant(1.0)}
 
         def spec_info():  # type: ignore[no-untyped-def]
@@ -306,9 +314,10 @@ class InterestModel(tf.Module):  # type: ignore[misc]
         self.set_weights(_f32(weights.flat))
 
     def signatures(self, training: bool = True) -> dict[str, Any]:
-        names = ["infer", "step", "spec_info"]
+        names = ["infer", "step", "spec_info"] + (["rank"] if self.spec.has_ranker else [])
         if training:
             names += ["train", "get_weights", "set_weights", "reset_optimizer"]
+            names += ["train_ranker"] if self.spec.has_ranker else []
         return {name: getattr(self, name).get_concrete_function() for name in names}
 
 

@@ -13,6 +13,8 @@ from vane.shared.errors import SpecError
 from vane.shared.jsonfile import read_json, write_json
 
 OPTIMIZERS = ("sgd", "adam")
+#: The ranker's fields (left out of a spec without a ranker).
+RANKER_FIELDS = ("ranker_units", "ranker_candidates", "ranker_features", "ranker_batch")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,18 @@ class ModelSpec:
         The default; ``train`` also takes it as an input.
     seed : int, default 0
         Initialisation seed.
+    ranker_units : int, default 0
+        Width of the candidate ranker's first hidden layer (the second has half); 0: no ranker. The ranker
+        scores the next-category candidates of :mod:`vane.shared.candidates` from their features.
+    ranker_candidates : int, default 100
+        Candidates scored per query (more are cut; fewer are masked).
+    ranker_features : int, default 49
+        Features per candidate: ``len(vane.shared.candidates.FIELDS)``.
+    ranker_batch : int, default 32
+        The static batch of the ``train_ranker`` signature (queries per step).
+
+    Fields of the ranker are left out of :meth:`to_dict` (and so of :attr:`hash`) while ``ranker_units``
+    is 0, so a spec without a ranker keeps the hash it had before the ranker existed.
     """
 
     num_categories: int = 64
@@ -70,6 +84,10 @@ class ModelSpec:
     optimizer: str = "adam"
     learning_rate: float = 0.003
     seed: int = 0
+    ranker_units: int = 0
+    ranker_candidates: int = 100
+    ranker_features: int = 49
+    ranker_batch: int = 32
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -78,7 +96,7 @@ class ModelSpec:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise SpecError(f"ModelSpec.{f.name} is {value!r}; expected an integer")
                 at_least_two = f.name.endswith("buckets") or f.name == "num_categories"
-                lower = 0 if f.name == "seed" else (2 if at_least_two else 1)
+                lower = 0 if f.name in ("seed", "ranker_units") else (2 if at_least_two else 1)
                 if value < lower:
                     raise SpecError(f"ModelSpec.{f.name} is {value!r}; expected an integer >= {lower}")
         if self.optimizer not in OPTIMIZERS:
@@ -92,7 +110,16 @@ class ModelSpec:
             raise SpecError("ModelSpec.learning_rate is 0; expected a positive number")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.ranker_units:
+            for name in RANKER_FIELDS:
+                del out[name]
+        return out
+
+    @property
+    def has_ranker(self) -> bool:
+        """Whether the model has the candidate ranker (``rank`` and ``train_ranker`` signatures)."""
+        return self.ranker_units > 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:

@@ -22,7 +22,24 @@ _MAGIC = b"VANEW1\n"
 
 
 def weight_layout(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
-    """Names and shapes of every trainable array, in flat-vector order."""
+    """Names and shapes of every trainable array, in flat-vector order: the LSTM's, then the ranker's."""
+    return [*lstm_layout(spec), *ranker_layout(spec)]
+
+
+def ranker_layout(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
+    """The candidate ranker's arrays (none without a ranker): a two-layer MLP with two outputs per
+    candidate, the next-category score and the next-window intensity logit."""
+    if not spec.ranker_units:
+        return []
+    f, h1 = spec.ranker_features, spec.ranker_units
+    h2 = max(1, h1 // 2)
+    return [("ranker/hidden1_kernel", (f, h1)), ("ranker/hidden1_bias", (h1,)),
+            ("ranker/hidden2_kernel", (h1, h2)), ("ranker/hidden2_bias", (h2,)),
+            ("ranker/out_kernel", (h2, 2)), ("ranker/out_bias", (2,))]
+
+
+def lstm_layout(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
+    """The LSTM's arrays: embeddings, the cell and its two heads."""
     c, u = spec.num_categories, spec.lstm_units
     return [
         ("emb/category", (c + 1, spec.category_dim)),

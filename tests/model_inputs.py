@@ -23,3 +23,24 @@ def random_batch(spec: ModelSpec, rng: np.random.Generator, rows: int | None = N
     h0 = (0.1 * rng.standard_normal((rows, u))).astype(np.float32)
     c0 = (0.1 * rng.standard_normal((rows, u))).astype(np.float32)
     return TrainingBatch(random_features(spec, rng, rows, t), h0, c0, interest, intensity, weight)
+
+
+#: SMALL_SPEC with the candidate ranker (12 candidates, batches of 4 queries).
+RANKER_SPEC = ModelSpec(num_categories=8, item_buckets=64, token_buckets=32, window=8, lstm_units=16, batch=8,
+                        ranker_units=16, ranker_candidates=12, ranker_batch=4)
+
+
+def random_ranker_examples(spec: ModelSpec, rng: np.random.Generator, rows: int | None = None):  # type: ignore[no-untyped-def]
+    """``rows`` ranker queries (default ``spec.ranker_batch``) with random features, masks and targets."""
+    from vane.shared.ranker_data import FEATURE_SCALE, RankerExamples
+
+    rows = spec.ranker_batch if rows is None else rows
+    c, f = spec.ranker_candidates, spec.ranker_features
+    features = (rng.random((rows, c, f)) * FEATURE_SCALE).astype(np.float32)
+    mask = np.ones((rows, c), np.float32)
+    for i in range(rows):
+        mask[i, rng.integers(2, c + 1):] = 0.0
+    target = np.zeros((rows, c), np.float32)
+    target[np.arange(rows), rng.integers(0, 2, rows)] = 1.0
+    future = (rng.random((rows, c)) < 0.3).astype(np.float32) * mask
+    return RankerExamples(features * mask[..., None], mask, target, future)
