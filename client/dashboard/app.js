@@ -260,7 +260,7 @@ function renderHistory(data) {
     for (const [topic, share] of Object.entries(b.shares || {})) totals.set(topic, (totals.get(topic) || 0) + share);
   }
   const topics = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, PALETTE.length).map(([t]) => t);
-  const W = 720, H = 220, L = 40, R = 10, T = 10, B = 30;
+  const W = 1100, H = 240, L = 40, R = 10, T = 10, B = 30;
   const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", class: "chart" });
   const title = svg("title");
   title.textContent = "Share of each topic over time";
