@@ -51,6 +51,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 from vane.server.config import SecAggSettings
 from vane.server.privacy.accounting import population_epsilon
+from vane.server.run import FederationRun
 from vane.shared import protocol as p
 from vane.shared.errors import PrivacyConfigError, VaneError
 from vane.shared.population import PopulationStats
@@ -147,14 +148,19 @@ class PopulationSum(LegacyFedAvg):
     """A legacy strategy whose one fit round asks every device for its counts and keeps their sum."""
 
     def __init__(self, config: dict[str, Scalar], devices: int, size: int, center: float, secure: bool,
-                 step: float = 0.0) -> None:
+                 step: float = 0.0, max_devices: int = 0) -> None:
         super().__init__(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=devices,
                          min_evaluate_clients=0, min_available_clients=devices,
                          initial_parameters=ndarrays_to_parameters([np.zeros(0, dtype=np.float32)]))
         self.config, self.size, self.center, self.secure, self.step = config, size, center, secure, step
+        self.max_devices = max_devices or devices
         self.total: np.ndarray | None = None
         self.devices = 0
         self.failures: list[str] = []
+
+    def num_fit_clients(self, num_available_clients: int) -> tuple[int, int]:
+        """Every available device (at least ``devices``: waits for them), up to ``max_devices`` (the SecAgg+ grid's)."""
+        return max(min(num_available_clients, self.max_devices), self.min_fit_clients), self.min_fit_clients
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
@@ -236,7 +242,8 @@ def run_population_round(grid: Grid, context: Context, taxonomy: Taxonomy, setti
     Parameters
     ----------
     devices : int
-        Devices to wait for; every one is asked (at least 2 under SecAgg+).
+        Devices to wait for (at least 2 under SecAgg+); every device connected when the round starts is
+        asked, and the SecAgg+ grid is sized for that number.
     round_number : int
         The training round the statistics precede (their version label).
 
@@ -247,11 +254,12 @@ def run_population_round(grid: Grid, context: Context, taxonomy: Taxonomy, setti
     """
     started = time.perf_counter()
     secure = secagg is not None and secagg.secure_aggregation
-    quant = Quantisation(devices, settings.population_entry_cap) if secure else None
+    asked = max(devices, len(list(grid.get_node_ids())))  # every device connected now (more are not asked)
+    quant = Quantisation(asked, settings.population_entry_cap) if secure else None
     size = vector_size(taxonomy)
     config = population_config(taxonomy, settings, quant, round_number)
     strategy = PopulationSum(config, devices, size, float(config[p.POPULATION_CENTER_KEY]), secure,
-                             quant.step if quant is not None else 0.0)
+                             quant.step if quant is not None else 0.0, asked)
     legacy = LegacyContext(context, config=ServerConfig(num_rounds=1, round_timeout=timeout), strategy=strategy)
     fit = quant.workflow(secagg, timeout) if quant is not None and secagg is not None else None
     DefaultWorkflow(fit_workflow=fit)(grid, legacy)
@@ -279,6 +287,21 @@ def run_population_round(grid: Grid, context: Context, taxonomy: Taxonomy, setti
     return PopulationOutcome(artifact, seconds, strategy.failures)
 
 
+def ship_population(run: FederationRun, grid: Grid, context: Context, run_config: Any,
+                    secagg: SecAggSettings | None) -> PopulationOutcome | None:
+    """With ``population-stats``: run the round before ``run``'s training, publish the artifact beside the
+    model (``REGISTRY/population/``) and put it into every train message; None when it is off."""
+    settings = PopulationSettings.from_run_config(run_config)
+    if not settings.population_stats or run.remaining_rounds <= 0:
+        return None
+    outcome = run_population_round(grid, context, run.bundle.taxonomy, settings, secagg,
+                                   run.settings.min_available_nodes, run.start_round, run.settings.round_timeout)
+    publish_population(run.registry.directory, outcome.artifact)
+    run.extra_train_config[p.POPULATION_ARTIFACT_KEY] = outcome.artifact.to_bytes()
+    run.population_metrics.update(population_metrics(outcome))
+    return outcome
+
+
 def publish_population(directory: str | Path, artifact: PopulationArtifact) -> Path:
     """Write ``artifact`` under ``DIR/population/<version>.vpop`` and list it in ``DIR/population.json``."""
     root = Path(directory)
@@ -304,4 +327,5 @@ def population_metrics(outcome: PopulationOutcome) -> dict[str, float]:
 
 
 __all__ = ["PopulationOutcome", "PopulationRoundError", "PopulationSettings", "PopulationSum", "Quantisation",
-           "population_config", "population_metrics", "publish_population", "run_population_round"]
+           "population_config", "population_metrics", "publish_population", "run_population_round",
+           "ship_population"]

@@ -12,7 +12,9 @@ empty). Each round it
    registry (:class:`~vane.server.run.FederationRun`).
 
 ``secure-aggregation`` runs the rounds under SecAgg+ and ``dp-mode`` under client-level
-differential privacy (:mod:`vane.server.privacy`). ``resume = true`` continues from the newest
+differential privacy (:mod:`vane.server.privacy`). ``population-stats`` first sums the devices'
+category counts by federated analytics and ships the statistics with every train message
+(:mod:`vane.server.analytics`). ``resume = true`` continues from the newest
 checkpoint in ``out-dir``. Run by Flower itself (``flwr run``), the app raises
 :class:`RunFailedError` when a round aggregated no device update, so that the run shows as failed.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
+from vane.server.analytics import ship_population
 from vane.server.config import SecAggSettings, ServerSettings
 from vane.server.privacy import apply_privacy, run_secure
 from vane.server.run import FederationOutcome, FederationRun, RoundCallback
@@ -88,6 +91,7 @@ def check_trained(result: FederationOutcome) -> None:
 def run_private(run: FederationRun, grid: Grid, context: Context, run_config: Mapping[str, Any]) -> FederationOutcome:
     """Run with SecAgg+ (``secure-aggregation``) or with the DP wrapper that ``dp-mode`` asks for, or plainly."""
     secagg = SecAggSettings.from_run_config(run_config)
+    ship_population(run, grid, context, run_config, secagg)  # population-stats: federated analytics first
     if secagg.secure_aggregation:
         return run_secure(run, grid, context, secagg, run_config)
     apply_privacy(run, run_config)

@@ -124,6 +124,10 @@ class FederationRun:
             ([float(r["mix"][f]) for f in MIX_FIELDS] for r in reversed(self.rounds) if r.get("mix")), None)
         #: Config records handed to the strategy once; the picked mix is written into them.
         self.live_configs: list[MutableMapping[str, Any]] = []
+        #: Further train-config keys every train message carries (the population statistics, vane.server.analytics).
+        self.extra_train_config: dict[str, Any] = {}
+        #: Figures of the population statistics shipped with the model, added to every published version.
+        self.population_metrics: dict[str, float] = {}
         delta_strategy = make_strategy(
             settings.strategy,
             model_blob=self.bundle.blob,
@@ -207,6 +211,8 @@ class FederationRun:
     def track_configs(self, train: Config, evaluate: Config) -> tuple[Config, Config]:
         """Keep the train and evaluate configs so that a newly picked mix reaches the devices in later rounds."""
         self.live_configs = [train, evaluate]
+        for key, value in self.extra_train_config.items():
+            train[key] = value
         self._send_mix()
         return train, evaluate
 
@@ -274,7 +280,7 @@ class FederationRun:
             {p.MODEL_VERSION_KEY: self.bundle.version, "settings": self.settings.to_run_config()},
         )
         metrics = {**{k if k.startswith(("train-", "dp-")) else f"train-{k}": v for k, v in log.train_metrics.items()},
-                   **log.evaluate_metrics}
+                   **log.evaluate_metrics, **self.population_metrics}
         mix = dict(zip(MIX_FIELDS, self.mix, strict=True)) if self.mix is not None else None
         version = self.registry.publish(rnd, self.bundle.spec.hash, self.bundle.taxonomy.version, metrics, path,
                                         mix=mix)

@@ -107,6 +107,7 @@ def federated_population_stats(
     workdir: str | Path | None = None,
     client_mods: Sequence[Any] = (),
     num_cpus: int | None = None,
+    isolated: bool = False,
 ) -> tuple[PopulationStats, dict[str, Any]]:
     """Sum every user's popularity and transition counts with Flower; returns the statistics and the run's figures.
 
@@ -136,6 +137,9 @@ def federated_population_stats(
         Flower mods around every ClientApp call (e.g. the message audit's recorder).
     num_cpus : int, optional
         CPUs for Ray (default all); one ClientApp actor per CPU.
+    isolated : bool, default False
+        Run in a fresh (spawned) process: a second Flower simulation in one process was seen to hang
+        (:func:`vane.simulations.federation.run_isolated`). ``progress`` must then be picklable (or a bool).
 
     Returns
     -------
@@ -146,6 +150,16 @@ def federated_population_stats(
         ``secure-aggregation``, ``seed``, ``vector-entries``, ``version`` and ``artifact`` (the
         :class:`~vane.shared.population_artifact.PopulationArtifact`).
     """
+    if isolated:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        kwargs: dict[str, Any] = {"secure_aggregation": secure_aggregation, "dp_noise": dp_noise, "seed": seed, "progress": progress,
+                  "clip_norm": clip_norm, "entry_cap": entry_cap, "dp_delta": dp_delta, "workdir": workdir,
+                  "client_mods": list(client_mods), "num_cpus": num_cpus}
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            histories = {u: list(events) for u, events in histories.items()}
+            return pool.submit(federated_population_stats, histories, taxonomy, **kwargs).result()
     if len(histories) < 2:
         raise ValueError(f"federated statistics need at least 2 users; got {len(histories)}")
     z = float(dp_noise or 0.0)

@@ -158,3 +158,46 @@ def test_recorder_of_replies_only_writes_one_line_per_reply(tmp_path):
     assert line["direction"] == UPLINK and line["type"] == "train" and line["partition"] == 0
     assert not line["error"] and line["record-keys"] == ["metrics"] and line["configs"] == {}
     assert line["metrics"] == {"metrics": {"num-examples": 10.0, "train-loss": 1.0}}
+
+
+# --- the vector audit: a device's count vector (federated analytics) never in the clear -------------
+def _counts(seed: int = 0, size: int = 182):
+    import numpy as np
+
+    return np.random.default_rng(seed).poisson(2.0, size).astype(float)
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda x: x.astype("float32").tobytes(),  # the vector as a plain reply sends it
+        lambda x: b"\x93NUMPY..." + (x - 8.0).astype(">f8").tobytes(),  # centred, big-endian, behind a header
+        lambda x: b"abc" + ((x + 3.0) * 1000).round().astype("uint32").tobytes(),  # quantised, unaligned
+        lambda x: (x / 64.0).astype("float16").tobytes(),  # rescaled to half precision
+    ],
+)
+def test_vector_audit_finds_a_device_vector_and_its_scaled_copies(tmp_path, encode):
+    from vane.simulations.audit.vectors import check_vectors, vector_copies
+
+    x = _counts()
+    (tmp_path / "p00000-train-a-0.bin").write_bytes(encode(x))
+
+    assert vector_copies(encode(x), x)
+    with pytest.raises(PrivacyLeakError, match="partition 0's vector"):
+        check_vectors(tmp_path, {0: x, 1: _counts(1)})
+
+
+def test_vector_audit_passes_masked_vectors_and_other_devices_data(tmp_path):
+    import numpy as np
+    from vane.simulations.audit.vectors import check_vectors
+
+    x = _counts()
+    rng = np.random.default_rng(3)
+    quantised = ((x + 3.0) * 1000).round().astype(np.uint64)
+    masked = ((quantised + rng.integers(0, 2**32, x.size, dtype=np.uint64)) % 2**32).astype(np.uint32)
+    (tmp_path / "p00000-2-a-0.bin").write_bytes(masked.tobytes())
+    (tmp_path / "p00001-train-b-0.bin").write_bytes(_counts(7).astype("float32").tobytes())  # an unrelated vector
+
+    summary = check_vectors(tmp_path, {0: x})
+
+    assert summary == {"payloads": 2, "vectors": 1, "findings": [], "passed": True}
