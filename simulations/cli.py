@@ -124,6 +124,19 @@ def bench_dashboard_command(
         raise typer.Exit(1)
 
 
+@bench_app.command("api")
+def bench_api_command(
+    events: int = typer.Option(10_000, "--events", min=1, help="Events in the served store."),
+    rate: float = typer.Option(100.0, "--rate", min=1.0, help="Requests per second (one event each)."),
+    seconds: float = typer.Option(60.0, "--seconds", min=1.0, help="How long to send (shorten for a quick look)."),
+) -> None:
+    """Record one event over the local HTTP API at a fixed rate: p50/p99 latency and server RSS (exit 1 if missed)."""
+    from vane.simulations.bench.api import print_report, run_api_bench
+
+    if not print_report(run_api_bench(events, rate, seconds, progress=typer.echo)):
+        raise typer.Exit(1)
+
+
 @sim_app.command("evaluate")
 def evaluate_command(
     dataset: str = typer.Option(..., help="taobao, movielens or synthetic."),
