@@ -130,3 +130,36 @@ def test_hostile_titles_and_topics_are_shown_as_text(browser: Any, tmp_path: Pat
         assert page.evaluate("window.__pwned === undefined")
         assert page.evaluate("document.querySelectorAll('img, script:not([src]), b, i, a[href]').length") == 0
         assert incidents == []
+
+
+def test_topic_tree_export_and_block_with_forget(browser: Any, tmp_path: Path) -> None:
+    topics = ["/Sports/Soccer", "/News/World", "/Sports/Tennis", "/News/Politics"]
+    events = _events(time.time(), topics, 160)
+    store = make_store(tmp_path, events)
+    with InterestTracker.open(store, key_file=store.with_name(store.name + ".key")) as tracker:
+        scores = {c.category: c.score for c in tracker.interests(10).top}
+    token, port = token_of(store), free_port()
+    with ServeProcess(store, port).start(token):
+        page, incidents = _open_dashboard(browser, port, token)
+        tree = page.eval_on_selector_all("#interests > li.interest", """els => els.map(e => [e.dataset.topic,
+            Number(e.dataset.share), [...e.querySelectorAll('li.child')].map(c => c.dataset.topic)])""")
+        assert {top: sorted(children) for top, _, children in tree} == {
+            "/Sports": ["/Sports/Soccer", "/Sports/Tennis"], "/News": ["/News/Politics", "/News/World"]}
+        for _, share, children in tree:
+            assert share == pytest.approx(sum(scores[c] for c in children), rel=1e-9)
+
+        with page.expect_download() as download:
+            page.click("#export")
+        exported = Path(download.value.path()).read_text()
+        assert exported.strip().startswith("{") and "/Sports/Soccer" in exported
+
+        # One click blocks /News and forgets every event under it.
+        _click_and_wait(page, "#interests .block-forget-btn[data-topic='/News']")
+        assert page.eval_on_selector_all("#blocks li.blocked", "els => els.map(e => e.dataset.topic)") == ["/News"]
+        shown = page.eval_on_selector_all("#interests li.interest", "els => els.map(e => e.dataset.topic)")
+        assert shown and not any(t.startswith("/News") for t in shown)
+        assert call_api(port, token, "/api/events?topic=/News")["total"] == 0
+        assert incidents == []
+    remaining = stored_events(store)
+    sports = sum(1 for e in events if e["categories"][0].startswith("/Sports/"))
+    assert len(remaining) == sports and all(c.startswith("/Sports/") for e in remaining for c in e.categories)
