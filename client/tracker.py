@@ -40,6 +40,7 @@ from vane.client.blocks import (
     unblocked_prediction,
     widen,
 )
+from vane.client.embeddings import EmbeddingEventStore, EncoderSource, embedding_store
 from vane.client.files import write_export
 from vane.client.model_state import ModelState
 from vane.client.persistence import ModelSource, TaxonomySource, TrackerSlots, choose_model
@@ -59,6 +60,7 @@ from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
+    import numpy as np
     from vane.client.history import ImportSummary
 
 __all__ = ["DUPLICATE_WINDOW_S", "InterestTracker", "Mix", "Prediction", "Recommendation", "TrainResult"]
@@ -105,6 +107,7 @@ class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
         half_life_days: float = 7.0,
         mix: Mix | None = None,
         shift_detector: Mapping[str, float] | None = None,
+        encoder: EncoderSource | None = None,
         **store_options: Any,
     ) -> InterestTracker:
         """Open (or create) the tracker whose encrypted store is ``path``.
@@ -128,11 +131,15 @@ class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
         mix : Mix, optional
             How "what comes next" blends its sources. When omitted, the mix the federation last
             recommended to this store (:meth:`recommend_mix`), else the defaults of :class:`Mix`.
+        encoder : bytes or path, optional
+            A text encoder (``vane server export-encoder``): every titled event is then embedded once
+            and sealed with it (:mod:`vane.client.embeddings`). When omitted, the one the store keeps, if any.
         """
         if not (isinstance(half_life_days, (int, float)) and half_life_days > 0 and math.isfinite(half_life_days)):
             raise ConfigError(f"half_life_days is {half_life_days!r}; expected a positive number of days")
-        store = EventStore.open(path, key_file=key_file, passphrase=passphrase, key=key, **store_options)
+        store = EmbeddingEventStore.open(path, key_file=key_file, passphrase=passphrase, key=key, **store_options)
         try:
+            store.load_encoder(encoder)
             slots = TrackerSlots(store)
             lite, blob, model_version, tax = choose_model(slots, model, taxonomy, model_version)
             tracker = cls(store, tax, lite, model_version, half_life_days * 86400.0, mix or slots.mix() or Mix(),
@@ -294,6 +301,17 @@ class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
             self.refresh()
             allowed = unblocked_candidates(candidates, self.blocked())  # all-blocked candidates are dropped
             return self.predictor.recommend(self._state.personal, self._lstm.interest, allowed, k)
+
+    # ---- text embeddings (vane.client.embeddings) -----------------------------------------------
+    def install_encoder(self, encoder: EncoderSource) -> str:
+        """Embed each titled event stored from now on with this text encoder (kept in the store); its version."""
+        with self._lock:
+            return embedding_store(self._store).install_encoder(encoder)
+
+    def embedding(self, seq: int) -> np.ndarray | None:
+        """The sealed embedding (float32) of the event ``seq``, or None when it has none."""
+        with self._lock:
+            return embedding_store(self._store).embeddings([seq]).get(int(seq))
 
     # ---- forgetting and export ------------------------------------------------------------------
     def forget(self, item_id: str | None = None, before: Any = None, everything: bool = False) -> int:
