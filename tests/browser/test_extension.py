@@ -19,7 +19,7 @@ PAGES = {
     "/sport/match-report": ("Match report: United 2-1 City", "sports"),
     "/tech/laptop-review": ("A new laptop, reviewed", "tech"),
     "/travel/lisbon": ("Three days in Lisbon", "travel"),
-    "/news/world-today": ("The world today", "news"),
+    "/news/world-today": ("<script>alert('news')</script><img src=x onerror=alert(1)> The world today", "news"),
 }
 EXCLUDED = {"/culture/opera-night": "Opera night (an excluded site)"}
 
