@@ -90,8 +90,17 @@ reason in :attr:`ImportSummary.skipped`:
     once more against the last event it already holds, and counts what it drops
     here too.)
 
+Categories
+----------
+By default a visit gets Topics (full paths such as ``/Sports/Basketball``) from the curated site
+rules, :mod:`~vane.client.history.site_topics` (``site_topics.json``). A store pinned to a
+taxonomy without any Topics path (``builtin:browsing``, made before Topics were the default) keeps
+the older coarse categories of ``history_rules.json``; see
+:func:`~vane.client.history.site_topics.choose_rules`.
+
 The modules, one concern each: :mod:`~vane.client.history.urls` (normalising URLs and
-the URL skip reasons), :mod:`~vane.client.history.rules` (categories from host and path
+the URL skip reasons), :mod:`~vane.client.history.site_topics` (Topics from curated site rules),
+:mod:`~vane.client.history.rules` (the older coarse categories from host and path
 rules, ``history_rules.json``), :mod:`~vane.client.history.browsers` (reading Chrome,
 Firefox and Safari databases from a private copy) and :mod:`~vane.client.history.importer`
 (turning visits into events and an :class:`ImportSummary`).
@@ -116,6 +125,7 @@ from vane.client.history.importer import (
     read_history,
 )
 from vane.client.history.rules import DEFAULT_RULES_PATH, CategoryRules, load_rules
+from vane.client.history.site_topics import SITE_TOPICS_PATH, SiteTopics, choose_rules, load_site_topics
 from vane.client.history.urls import TRACKING_PARAMS, normalize_url
 
 __all__ = [
@@ -123,14 +133,18 @@ __all__ = [
     "DEFAULT_RULES_PATH",
     "IMPORT_BATCH",
     "PROGRESS_EVERY",
+    "SITE_TOPICS_PATH",
     "SKIP_REASONS",
     "TRACKING_PARAMS",
     "CategoryRules",
     "HistoryBatch",
     "HistorySource",
     "ImportSummary",
+    "SiteTopics",
+    "choose_rules",
     "import_into",
     "load_rules",
+    "load_site_topics",
     "normalize_url",
     "open_history",
     "read_history",

@@ -26,7 +26,8 @@ from vane.client.history.browsers import (
     detect_browser,
     schema_version,
 )
-from vane.client.history.rules import CategoryRules, load_rules
+from vane.client.history.rules import CategoryRules
+from vane.client.history.site_topics import SiteTopics, choose_rules
 from vane.client.history.urls import url_skip_reason
 from vane.shared import events as _events
 from vane.shared.errors import ConfigError, EventValidationError, HistoryImportError
@@ -121,7 +122,7 @@ class HistoryBatch:
     last_visit_time: datetime | None
 
 
-def _visit_event(visit: Visit, url: str, rules: CategoryRules) -> Event:
+def _visit_event(visit: Visit, url: str, rules: CategoryRules | SiteTopics) -> Event:
     return Event(
         # Event ids are capped at 2048 characters; longer URLs are almost all tracking noise past that point.
         url[:MAX_ITEM_ID_LEN], rules.categorize(url), visit.timestamp,
@@ -132,7 +133,8 @@ def _visit_event(visit: Visit, url: str, rules: CategoryRules) -> Event:
 class _BatchBuilder:
     """Turns visits (oldest first) into batches of kept events, counting what it skips in ``summary``."""
 
-    def __init__(self, summary: ImportSummary, since: datetime | None, rules: CategoryRules, now: float) -> None:
+    def __init__(self, summary: ImportSummary, since: datetime | None, rules: CategoryRules | SiteTopics,
+                 now: float) -> None:
         self.summary = summary
         self.since = since
         self.rules = rules
@@ -264,7 +266,7 @@ def read_history(
     path: str | os.PathLike[str],
     browser: str = "auto",
     since: datetime | None = None,
-    rules: CategoryRules | str | os.PathLike[str] | None = None,
+    rules: CategoryRules | SiteTopics | str | os.PathLike[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     now: float | None = None,
 ) -> HistoryBatch:
@@ -283,9 +285,10 @@ def read_history(
     since : datetime or None, default None
         Aware datetime; only visits strictly newer are read. Pass the previous
         batch's :attr:`HistoryBatch.last_visit_time` for an incremental import.
-    rules : CategoryRules or str or Path or None, default None
-        Category rules, or a user rules file for :func:`load_rules`. None uses
-        the packaged defaults.
+    rules : SiteTopics or CategoryRules or str or Path or None, default None
+        Rules, or a user rules file (:func:`~vane.client.history.site_topics.choose_rules`: a
+        ``vane.site-topics/1`` file extends the curated Topics rules, an older one the coarse
+        ``history_rules.json``). None: the curated Topics rules (categories are Topics paths).
     progress : callable (done, total) or None, default None
         Called every few hundred visits and once at the end.
     now : float, optional
@@ -304,7 +307,7 @@ def read_history(
         ``browser`` or ``since`` is invalid, or the rules file is malformed.
     """
     _check_arguments(browser, since)
-    category_rules = rules if isinstance(rules, CategoryRules) else load_rules(rules)
+    category_rules = choose_rules(rules)
     events: list[Event] = []
     with open_history(path, browser) as found:
         summary = ImportSummary(str(found.path), found.browser, found.schema_version)
@@ -316,7 +319,7 @@ def read_history(
 
 
 def import_into(state: TrackerState, path: str | os.PathLike[str], browser: str = "auto",
-                rules: CategoryRules | str | os.PathLike[str] | None = None,
+                rules: CategoryRules | SiteTopics | str | os.PathLike[str] | None = None,
                 progress: Callable[[int, int], None] | None = None,
                 batch_size: int | None = None) -> ImportSummary:
     """Import a history file into a tracker's state (``InterestTracker.import_history``), streaming.
@@ -335,7 +338,7 @@ def import_into(state: TrackerState, path: str | os.PathLike[str], browser: str 
     change the answers.
     """
     _check_arguments(browser, None)
-    category_rules = rules if isinstance(rules, CategoryRules) else load_rules(rules)
+    category_rules = choose_rules(rules, state.slots.taxonomy())  # Topics, unless the store speaks another
     since = state.slots.import_cursor(path)
     with open_history(path, browser) as found:
         summary = ImportSummary(str(found.path), found.browser, found.schema_version)

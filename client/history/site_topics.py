@@ -20,8 +20,10 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from vane.client.history.rules import CategoryRules, load_rules
 from vane.shared.errors import ConfigError, TaxonomyError
 from vane.shared.events import OTHER
+from vane.shared.taxonomy import Taxonomy
 from vane.shared.topics import topics
 
 #: The packaged curated rules.
@@ -181,3 +183,30 @@ def load_site_topics(path: str | os.PathLike[str] | None = None) -> SiteTopics:
     for host, rules in prefixes.items():
         merged_prefixes.setdefault(host, {}).update(rules)
     return SiteTopics({**packaged.hosts, **hosts}, merged_prefixes, {**packaged.sections, **sections})
+
+
+def _is_site_topics_file(path: str | os.PathLike[str]) -> bool:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False  # load_rules names the problem
+    return isinstance(data, dict) and data.get("format") == SITE_TOPICS_FORMAT
+
+
+def choose_rules(rules: CategoryRules | SiteTopics | str | os.PathLike[str] | None = None,
+                 taxonomy: Taxonomy | None = None) -> CategoryRules | SiteTopics:
+    """The rules an import uses: Topics (the default for browsing) unless the store speaks another vocabulary.
+
+    ``rules`` given as rules is used as is; as a file, its ``format`` decides (a ``vane.site-topics/1``
+    file is merged over the curated Topics rules, any other over the older ``history_rules.json``).
+    With no rules, a store pinned to a taxonomy without any Topics path (such as ``builtin:browsing``)
+    keeps getting the older coarse categories; every other store gets Topics.
+    """
+    if isinstance(rules, (CategoryRules, SiteTopics)):
+        return rules
+    if rules is not None:
+        return load_site_topics(rules) if _is_site_topics_file(rules) else load_rules(rules)
+    tree = topics()
+    if taxonomy is not None and not any(name in tree for name in taxonomy.names[1:]):
+        return load_rules(None)
+    return load_site_topics()

@@ -262,7 +262,7 @@ def test_firefox_timestamp_and_kind() -> None:
     assert event.timestamp == datetime(2011, 7, 1, 11, 16, 21, 371935, tzinfo=UTC)
     assert event.kind == "typed"
     assert event.item_id == "http://news.google.com/"
-    assert event.categories == ("news",)
+    assert event.categories == ("/News",)  # Topics by default (was "news" before builtin:topics)
 
 
 def test_safari_keeps_landing_page_and_titles_from_history_visits() -> None:
@@ -501,7 +501,7 @@ def test_czech_zpravy_path_is_news_on_the_pyspark_file() -> None:
 
     zpravy = [e for e in events if "/zpravy/" in e.item_id]
     assert zpravy
-    assert all("news" in e.categories for e in zpravy)
+    assert all("/News" in e.categories for e in zpravy)  # Topics by default (was "news")
 
 
 def test_path_sections_come_before_the_host_category() -> None:

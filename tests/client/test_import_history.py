@@ -151,7 +151,7 @@ def test_a_future_visit_cannot_dominate_the_profile(tmp_path: Path, frozen_now: 
     summary = tracker.import_history(chrome_history(tmp_path / "History", rows))
     assert summary.skipped == {"future_time": 1}
     top = tracker.interests(3).top
-    assert top[0].category == "news" and top[0].profile_share == pytest.approx(1.0)
+    assert top[0].category == "/News" and top[0].profile_share == pytest.approx(1.0)  # Topics by default
     tracker.close()
 
 
