@@ -16,6 +16,7 @@ async function showQueue() {
   const { queue = [], delivery = {} } = await chrome.storage.local.get(["queue", "delivery"]);
   const parts = [];
   if (queue.length) parts.push(`${queue.length} visit(s) waiting to be sent`);
+  if (delivery.overflowed) parts.push(`${delivery.overflowed} oldest visit(s) dropped: the queue was full`);
   if (delivery.refused) parts.push(`${delivery.refused} refused by the server (${delivery.lastRefused || ""})`);
   $("queue").textContent = parts.join(" · ");
 }
