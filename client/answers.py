@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,18 +22,24 @@ class Prediction:
         Categories and the model's probability that they appear in the next window (empty without
         a model).
     source : str
-        ``"model+profile"`` when the LSTM contributed, else ``"profile"``.
+        ``"ranker"`` when the candidate ranker answered, ``"model+profile"`` when the LSTM contributed,
+        else ``"profile"``.
+    reasons : dict of str to tuple of str
+        With the ranker: why each of the top categories is predicted, in words (the feature groups that
+        drove its score).
     """
 
     next_interest: tuple[tuple[str, float], ...]
     intensity: tuple[tuple[str, float], ...]
     source: str
+    reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
             "source": self.source,
-            "next_interest": [{"category": c, "probability": p} for c, p in self.next_interest],
+            "next_interest": [{"category": c, "probability": p, "reasons": list(self.reasons.get(c, ()))}
+                              for c, p in self.next_interest],
             "intensity": [{"category": c, "probability": p} for c, p in self.intensity],
         }
 

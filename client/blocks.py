@@ -88,7 +88,7 @@ def unblocked_prediction(prediction: Prediction, blocked: frozenset[str], k: int
         return prediction
     return Prediction(tuple(p for p in prediction.next_interest if not is_blocked(p[0], blocked))[:k],
                       tuple(p for p in prediction.intensity if not is_blocked(p[0], blocked))[:k],
-                      prediction.source)
+                      prediction.source, {c: r for c, r in prediction.reasons.items() if not is_blocked(c, blocked)})
 
 
 def unblocked_candidates(candidates: Iterable[Candidate], blocked: frozenset[str]) -> Iterator[Candidate]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from vane.client.runtime import LiteModel
+from vane.shared.candidates import CandidateState
 from vane.shared.errors import ConfigError
 from vane.shared.events import Event
 from vane.shared.features import Featurizer
@@ -36,6 +37,11 @@ class ModelState:
         The model's next-interest softmax and next-window intensity after the last event, (C,).
     stale : bool
         The state no longer matches the stored events; :meth:`rebuild` before reading it.
+    candidates : CandidateState or None
+        With a model that has the candidate ranker: the person's candidates and their features, kept in
+        step with the events (:mod:`vane.client.ranker`); None otherwise.
+    candidates_stale : bool
+        Only the candidate state must be rebuilt (a saved state restored: it is not saved).
     """
 
     def __init__(self, model: LiteModel | None, featurizer: Featurizer | None) -> None:
@@ -46,6 +52,8 @@ class ModelState:
         self.interest: np.ndarray | None = None
         self.intensity: np.ndarray | None = None
         self.stale = False
+        self.candidates: CandidateState | None = None
+        self.candidates_stale = bool(model is not None and model.has_ranker)
 
     def require_model(self) -> LiteModel:
         """The model; raises :class:`ConfigError` when there is none."""
@@ -59,6 +67,8 @@ class ModelState:
         self.model, self.featurizer = model, featurizer
         if not compatible:
             self.mark_stale()
+        elif model.has_ranker and self.candidates is None:
+            self.candidates_stale = True
 
     def release(self) -> None:
         """Free the model's interpreter (the tracker closed); the cached outputs stay readable."""
@@ -79,6 +89,8 @@ class ModelState:
         h, c = self._state()
         out = self.model.step(feats, h, c)
         self.interest, self.intensity, self.h, self.c = out.interest, out.intensity, out.h, out.c
+        if self.candidates is not None and not self.candidates_stale:
+            self.candidates.observe(event)
 
     def run(self, events: Sequence[Event], previous_time: float | None = None) -> None:
         """Advance through many events with chunked ``infer`` (identical to :meth:`step` for each)."""
@@ -96,11 +108,23 @@ class ModelState:
             out = self.model.infer_sequence(self.featurizer.encode(list(events[start:start + size]), prev), h, c)
             h, c, interest, intensity = out.h, out.c, out.interest[-1].copy(), out.intensity[-1].copy()
         self.h, self.c, self.interest, self.intensity = h, c, interest, intensity
+        if self.candidates is not None and not self.candidates_stale:
+            for event in events:
+                self.candidates.observe(event)
+
+    def rebuild_candidates(self, events: Sequence[Event]) -> None:
+        """Recompute only the candidate state from the whole history ``events``."""
+        self.candidates = CandidateState() if self.model is not None and self.model.has_ranker else None
+        self.candidates_stale = False
+        for event in events if self.candidates is not None else ():
+            self.candidates.observe(event)
 
     def rebuild(self, events: Sequence[Event]) -> None:
         """Recompute the state from the whole history ``events``, once."""
         self.h = self.c = self.interest = self.intensity = None
         self.stale = False
+        self.candidates = CandidateState() if self.model is not None and self.model.has_ranker else None
+        self.candidates_stale = False
         if self.model is None or self.featurizer is None:
             return
         self.h, self.c = self.model.zero_state(1)

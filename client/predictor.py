@@ -28,6 +28,7 @@ import numpy as np
 from vane.client.answers import Prediction, Recommendation, ranked
 from vane.client.personal import PersonalState
 from vane.client.profile import CategoryInterest, InterestProfile
+from vane.client.ranker import RankedCandidates
 from vane.shared.blend import MIX_FIELDS, BlendCase, blend
 from vane.shared.errors import ConfigError, EventValidationError
 from vane.shared.events import OTHER, Event
@@ -144,8 +145,15 @@ class NextInterestPredictor:
         return BlendCase.from_dicts(self.components(personal, interest), categories)
 
     def predict(self, personal: PersonalState, interest: np.ndarray | None, intensity: np.ndarray | None,
-                k: int = 5) -> Prediction:
-        """The top ``k`` of the next-interest blend and of the model's next-window ``intensity``."""
+                k: int = 5, ranker: RankedCandidates | None = None) -> Prediction:
+        """The top ``k`` of the next-interest blend and of the model's next-window ``intensity``.
+
+        With the candidate ranker's answer (``ranker``), both come from it (``source="ranker"``), with
+        the reasons of each predicted category.
+        """
+        if ranker is not None and ranker.names:
+            return Prediction(tuple(ranked(ranker.distribution, k)), tuple(ranked(ranker.intensities, k)), "ranker",
+                              {c: r for c, r in ranker.reasons.items()})
         dist, source = self.next_interest(personal, interest)
         top_intensity: list[tuple[str, float]] = []
         if intensity is not None and self.taxonomy is not None:
@@ -153,7 +161,7 @@ class NextInterestPredictor:
         return Prediction(tuple(ranked(dist, k)), tuple(top_intensity), source)
 
     def interests(self, personal: PersonalState, interest: np.ndarray | None, k: int,
-                  half_life_s: float) -> InterestProfile:
+                  half_life_s: float, ranker: RankedCandidates | None = None) -> InterestProfile:
         """What the person is into now: the top ``k`` categories with the events behind them.
 
         Categories are ranked by the shift detector's ``current`` memory (a slow event-decayed mix that
@@ -163,7 +171,8 @@ class NextInterestPredictor:
         """
         shares = personal.profile.shares()
         current = personal.detector.current
-        model = self.model_distribution(personal, interest)
+        model = ranker.distribution if ranker is not None and ranker.names else self.model_distribution(personal,
+                                                                                                      interest)
         scores = blend([current, model], [0.5, 0.5]) if model else dict(current)
         top = []
         for cat, score in ranked({c: s for c, s in scores.items() if c != OTHER or c in current}, k):
@@ -175,9 +184,10 @@ class NextInterestPredictor:
                                half_life_s)
 
     def recommend(self, personal: PersonalState, interest: np.ndarray | None, candidates: Iterable[Candidate],
-                  k: int = 10) -> list[Recommendation]:
-        """The ``k`` candidates whose categories are most likely next, best first."""
-        dist, _ = self.next_interest(personal, interest)
+                  k: int = 10, ranker: RankedCandidates | None = None) -> list[Recommendation]:
+        """The ``k`` candidates whose categories are most likely next (the ranker's answer if given), best first."""
+        dist = (ranker.distribution if ranker is not None and ranker.names
+                else self.next_interest(personal, interest)[0])
         scored = []
         for i, cand in enumerate(candidates):
             item_id, cats = _candidate(cand, i)

@@ -47,6 +47,7 @@ from vane.client.persistence import ModelSource, TaxonomySource, TrackerSlots, c
 from vane.client.personal import PersonalState
 from vane.client.predictor import Candidate, Mix, NextInterestPredictor
 from vane.client.profile import InterestProfile
+from vane.client.retention import to_unix
 from vane.client.runtime import LiteModel
 from vane.client.shifts import Shift
 from vane.client.store import EventStore
@@ -273,16 +274,21 @@ class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
             self.refresh()
             blocked = self.blocked()  # never a blocked topic (vane.client.blocks)
             found = self.predictor.interests(self._state.personal, self._lstm.interest, widen(k, blocked),
-                                             self._half_life_s)
+                                             self._half_life_s, self.ranked_now())
             return unblocked_interests(found, blocked, k)
 
-    def predict(self, k: int = 5) -> Prediction:
-        """What comes next: the next-interest distribution and the next-window intensity."""
+    def predict(self, k: int = 5, at: Any = None) -> Prediction:
+        """What comes next: the next-interest distribution and the next-window intensity.
+
+        With a model that has the candidate ranker, both come from it, asked at time ``at`` (default:
+        now; a datetime or Unix seconds), with the reasons of each top category.
+        """
         with self._lock:
             self.refresh()
             blocked = self.blocked()
+            ranker = self.ranked_now(None if at is None else to_unix(at, "at"), explain=k + len(blocked))
             found = self.predictor.predict(self._state.personal, self._lstm.interest, self._lstm.intensity,
-                                           widen(k, blocked))
+                                           widen(k, blocked), ranker)
             return unblocked_prediction(found, blocked, k)
 
     def shifts(self) -> list[Shift]:
@@ -300,7 +306,7 @@ class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
         with self._lock:
             self.refresh()
             allowed = unblocked_candidates(candidates, self.blocked())  # all-blocked candidates are dropped
-            return self.predictor.recommend(self._state.personal, self._lstm.interest, allowed, k)
+            return self.predictor.recommend(self._state.personal, self._lstm.interest, allowed, k, self.ranked_now())
 
     # ---- text embeddings (vane.client.embeddings) -----------------------------------------------
     def install_encoder(self, encoder: EncoderSource) -> str:

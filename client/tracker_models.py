@@ -4,16 +4,20 @@ on-device training and local evaluation. A mixin, so the tracker's public surfac
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vane.client.blocks import stored_blocks, trainable_events
 from vane.client.model_state import ModelState
 from vane.client.predictor import Mix
+from vane.client.ranker import RankedCandidates, population_of, rank_now, train_ranker_local, training_population
 from vane.client.runtime import LiteModel
 from vane.client.training import TrainResult, evaluate_local, holdout_size, train_local
 from vane.shared.errors import ConfigError, TaxonomyError
 from vane.shared.features import Featurizer
+from vane.shared.population import PopulationStats
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
 
@@ -21,6 +25,10 @@ if TYPE_CHECKING:
     from vane.client.personal import PersonalState
     from vane.client.predictor import NextInterestPredictor
     from vane.client.tracker_state import TrackerState
+
+
+#: What :meth:`TrackerModelMethods.train_local` can train.
+TRAIN_PARTS = ("all", "lstm", "ranker")
 
 
 class TrackerModelMethods:
@@ -32,6 +40,26 @@ class TrackerModelMethods:
     _taxonomy: Taxonomy | None
     _mix: Mix
     _mix_explicit: bool
+
+    # ---- the candidate ranker (vane.client.ranker) ----------------------------------------------
+    def ranked_now(self, at: float | None = None, explain: int = 0) -> RankedCandidates | None:
+        """The candidate ranker's answer at Unix time ``at`` (default: now), with reasons for the best
+        ``explain`` candidates; None without a ranker or before any event. Call under the lock, refreshed."""
+        model = self._lstm.model
+        state = self._lstm.candidates
+        if model is None or not model.has_ranker or state is None or not state.events:
+            return None
+        return rank_now(model, state, self.population_stats(), time.time() if at is None else float(at), explain)
+
+    def population_stats(self) -> PopulationStats:
+        """The population statistics kept in the store (shipped with the model), parsed once per artifact."""
+        blob = self._state.slots.population()
+        key = (hash(blob), self._taxonomy)
+        cached = getattr(self, "_population_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, population_of(blob, self._taxonomy))
+            self._population_cache = cached
+        return cached[1]
 
     def new_personal_state(self) -> PersonalState:  # defined by InterestTracker
         raise NotImplementedError
@@ -90,21 +118,34 @@ class TrackerModelMethods:
         return holdout_size(n, fraction, cap)
 
     def train_local(self, epochs: int = 1, learning_rate: float | None = None, seed: int = 0,
-                    holdout_fraction: float = 0.1) -> TrainResult:
-        """Train on this device's history through the LiteRT ``train`` signature.
+                    holdout_fraction: float = 0.1, parts: str = "all") -> TrainResult:
+        """Train on this device's history through the LiteRT ``train`` (and ``train_ranker``) signatures.
 
         The newest events are kept aside (see :meth:`holdout_size`) and never
         trained on. Windows carry the LSTM state of the windows before them.
+        ``parts`` picks what trains: ``"all"``, ``"lstm"`` or ``"ranker"`` (the candidate ranker, when the
+        model has one, on the kept population statistics less this device's own counts).
         """
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs is {epochs!r}; expected an integer >= 1")
+        if parts not in TRAIN_PARTS:
+            raise ConfigError(f"parts is {parts!r}; expected one of {', '.join(TRAIN_PARTS)}")
         with self._lock:
             model = self._lstm.require_model()
             assert self._lstm.featurizer is not None
+            stored = [ev for _, ev in self._state.time_ordered()]
             # Events whose categories are all blocked are never trained on (vane.client.blocks).
-            events = trainable_events([ev for _, ev in self._state.time_ordered()],
-                                      stored_blocks(self._state.slots.store))
-            result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed, holdout_fraction)
+            events = trainable_events(stored, stored_blocks(self._state.slots.store))
+            result = TrainResult(float("nan"), 0, 0, epochs, holdout_size(len(events), holdout_fraction))
+            if parts in ("all", "lstm"):
+                result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed,
+                                     holdout_fraction)
+            if parts in ("all", "ranker") and model.has_ranker:
+                stats = training_population(self._state.slots.population(), self._taxonomy, stored)
+                ranked = train_ranker_local(model, events, stats, epochs, learning_rate or model.spec.learning_rate,
+                                            seed, result.holdout)
+                result = (TrainResult(ranked.loss, ranked.num_examples, ranked.steps, epochs, result.holdout)
+                          if parts == "ranker" else replace(result, steps=result.steps + ranked.steps))
             if result.steps:
                 self._state.slots.save_weights(model.get_weights())
                 self._lstm.mark_stale()

@@ -243,6 +243,8 @@ class TrackerState:
         self.sync()
         if self.lstm.stale:
             self.rebuild_model()
+        elif self.lstm.candidates_stale:
+            self.lstm.rebuild_candidates([ev for _, ev in self.time_ordered()])
 
     def rebuild_model(self) -> None:
         """Recompute the LSTM state from the whole stored history (in time order), once."""
