@@ -162,6 +162,7 @@ def train_on_device(msg: Message, context: Context, sim_dir: str | Path | None =
             learning_rate=settings.learning_rate or None,
             seed=settings.round_seed(context.node_config),
             holdout_fraction=settings.holdout_fraction,
+            parts=settings.train_parts,
         )
         if result.num_examples == 0:
             raise ConfigError("this device has too few events to train on")

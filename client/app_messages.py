@@ -57,10 +57,13 @@ class ClientSettings:
     evaluate_model_only: bool = True
     server_round: int = 0
     mix_grid_step: float = 0.0
+    train_parts: str = "all"
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:
             raise ConfigError(f"local-epochs is {self.local_epochs}; expected >= 1")
+        if self.train_parts not in p.TRAIN_PARTS:
+            raise ConfigError(f"train-parts is {self.train_parts!r}; expected one of {', '.join(p.TRAIN_PARTS)}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ConfigError(f"holdout-fraction is {self.holdout_fraction}; expected 0 <= value < 1")
         if self.learning_rate < 0 or self.proximal_mu < 0:

@@ -18,6 +18,7 @@ from vane.client.training import TrainResult, evaluate_local, holdout_size, trai
 from vane.shared.errors import ConfigError, TaxonomyError
 from vane.shared.features import Featurizer
 from vane.shared.population import PopulationStats
+from vane.shared.protocol import TRAIN_PARTS
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
 
@@ -25,10 +26,6 @@ if TYPE_CHECKING:
     from vane.client.personal import PersonalState
     from vane.client.predictor import NextInterestPredictor
     from vane.client.tracker_state import TrackerState
-
-
-#: What :meth:`TrackerModelMethods.train_local` can train.
-TRAIN_PARTS = ("all", "lstm", "ranker")
 
 
 class TrackerModelMethods:

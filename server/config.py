@@ -21,7 +21,7 @@ from typing import Any
 
 from vane.shared.blend import mix_grid
 from vane.shared.errors import ConfigError, PrivacyConfigError
-from vane.shared.protocol import RUN_CONFIG, read_settings, settings_values, to_config
+from vane.shared.protocol import RUN_CONFIG, TRAIN_PARTS, read_settings, settings_values, to_config
 from vane.shared.spec import ModelSpec
 from vane.shared.synthetic_vocab import SYNTHETIC_CATEGORIES
 from vane.shared.taxonomy import Taxonomy
@@ -70,8 +70,8 @@ class ServerSettings:
         Continue from the newest checkpoint in ``out_dir``.
     spec_file, taxonomy_file : str, default ""
         JSON files of the ModelSpec and Taxonomy; empty means the synthetic defaults (simulations).
-        ``taxonomy-file`` may name a built-in vocabulary: ``builtin:browsing`` (the default of a
-        deployment app, :mod:`vane.shared.vocabularies`) or ``builtin:synthetic``.
+        ``taxonomy-file`` may name a built-in vocabulary: ``builtin:topics`` (the default of a
+        deployment app, :mod:`vane.shared.vocabularies`), ``builtin:browsing`` or ``builtin:synthetic``.
     taxonomy_version : str, default ""
         The content hash the taxonomy must have (``Taxonomy.version``); a different one stops the run
         with a TaxonomyError naming both. Empty: not checked.
@@ -79,6 +79,8 @@ class ServerSettings:
         Seconds to wait for replies in each phase.
     evaluate_initial : bool, default True
         Evaluate the untrained model on the clients before round 1 (recorded as round 0).
+    train_parts : {"all", "lstm", "ranker"}, default "all"
+        What devices train each round (``ranker``: only the candidate ranker of a spec that has one).
     mix_grid_step : float, default 0.25
         Federated choice of the on-device blend: each evaluating device scores the candidates of
         ``mix_grid(step)`` (70 at 0.25) on its held-out events and sends their mean HR@1 and MRR;
@@ -120,8 +122,12 @@ class ServerSettings:
     update_norm_ratio: float = 10.0
     num_examples_ratio: float = 10.0
     max_num_examples: int = 1_000_000
+    train_parts: str = "all"
 
     def __post_init__(self) -> None:
+        if self.train_parts not in TRAIN_PARTS:
+            raise ConfigError(f"run_config train-parts is {self.train_parts!r}; expected one of "
+                              f"{', '.join(TRAIN_PARTS)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"run_config strategy is {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
         if self.num_server_rounds < 1:

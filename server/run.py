@@ -71,6 +71,7 @@ def train_config(settings: ServerSettings, bundle: ModelBundle) -> ConfigRecord:
             p.DELTA_FLOAT16_KEY: settings.delta_float16,
             p.SEED_KEY: settings.seed,
             p.HOLDOUT_FRACTION_KEY: settings.holdout_fraction,
+            p.TRAIN_PARTS_KEY: settings.train_parts,
             p.SPEC_HASH_KEY: bundle.spec.hash,
             p.TAXONOMY_KEY: json.dumps(bundle.taxonomy.to_dict()),
         }

@@ -71,6 +71,9 @@ HOLDOUT_FRACTION_KEY = "holdout-fraction"
 SERVER_ROUND_KEY = "server-round"
 PROXIMAL_MU_KEY = "proximal-mu"
 EVALUATE_MODEL_ONLY_KEY = "evaluate-model-only"
+#: What a device trains in a round: ``all``, ``lstm`` or ``ranker`` (the candidate ranker).
+TRAIN_PARTS_KEY = "train-parts"
+TRAIN_PARTS = ("all", "lstm", "ranker")
 MIX_GRID_STEP_KEY = "mix-grid-step"
 
 # --- message config: federated analytics of the population statistics (vane.server.analytics) ---
