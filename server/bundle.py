@@ -1,8 +1,8 @@
 """What the server trains and ships: the ModelSpec, the taxonomy, the weights and the LiteRT file.
 
 The taxonomy of a run (:func:`run_taxonomy`): the one the caller passes, else ``taxonomy-file``
-(a JSON file, or ``builtin:browsing`` / ``builtin:synthetic``), else the synthetic vocabulary (the
-simulations' default; a deployment app names ``builtin:browsing``, see :mod:`vane.server.deploy`). When
+(a JSON file, or ``builtin:topics`` / ``builtin:browsing`` / ``builtin:synthetic``), else the synthetic
+vocabulary (the simulations' default; a deployment app names ``builtin:topics``, see :mod:`vane.server.deploy`). When
 ``taxonomy-version`` is set the taxonomy must have that content hash. The run logs which one it uses.
 """
 

@@ -19,8 +19,9 @@ def export_model(
     out: str = typer.Argument(..., help="Where to write the model artifact (one file: model, spec, taxonomy)."),
     spec_path: str | None = typer.Option(None, "--spec", help="ModelSpec JSON file; by default the default spec "
                                          "sized to the taxonomy."),
-    taxonomy_path: str = typer.Option("builtin:browsing", "--taxonomy", help="Taxonomy JSON file, or "
-                                      "builtin:browsing (the browsing-history categories) / builtin:synthetic."),
+    taxonomy_path: str = typer.Option("builtin:topics", "--taxonomy", help="Taxonomy JSON file, or "
+                                      "builtin:topics (the Topics taxonomy, the browsing default) / "
+                                      "builtin:browsing (the older coarse browsing categories) / builtin:synthetic."),
     weights_path: str | None = typer.Option(None, "--weights", help="Vane weights file to bake in."),
     version: str | None = typer.Option(None, "--version", help="Version label (default: spec hash.taxonomy hash)."),
     plain: bool = typer.Option(False, "--tflite", help="Write only the bare .tflite (the app then passes the "

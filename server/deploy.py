@@ -140,10 +140,10 @@ def run_config_defaults() -> dict[str, Any]:
 
 
 def _app_taxonomy(run_config: Mapping[str, Any]) -> dict[str, str]:
-    """A deployment trains for the browsing vocabulary unless told otherwise, named by its hash."""
-    from vane.shared.vocabularies import resolve_taxonomy
+    """A deployment trains for the Topics taxonomy (the browsing default) unless told otherwise, named by its hash."""
+    from vane.shared.vocabularies import DEFAULT_BROWSING, resolve_taxonomy
 
-    source = str(run_config.get("taxonomy-file") or "builtin:browsing")
+    source = str(run_config.get("taxonomy-file") or DEFAULT_BROWSING)
     return {"taxonomy-file": source, "taxonomy-version": resolve_taxonomy(source).version}
 
 
@@ -156,7 +156,7 @@ def write_app_dir(
 
     ``flwr run --run-config`` refuses keys the app does not declare, so all of
     :func:`run_config_defaults` are declared; ``run_config`` overrides them and
-    may add keys. The taxonomy is ``builtin:browsing`` (not the synthetic one) unless
+    may add keys. The taxonomy is ``builtin:topics`` (not the synthetic one) unless
     ``taxonomy-file`` says otherwise, and ``taxonomy-version`` names it by content hash.
     ``clientapp`` is the ClientApp's ``module:attribute``; a
     module placed in ``directory`` ships in the FAB and is importable by the

@@ -101,7 +101,7 @@ def coverage_problem(categories: Iterable[Iterable[str]], taxonomy: Taxonomy, mi
         return None
     return (f"{unknown} of this device's {categorised} categorised events have no category in the model's "
             f"taxonomy {taxonomy.version} ({len(taxonomy)} categories) and would all become 'other': the model "
-            "was trained for another vocabulary (a deployment for browsing uses builtin:browsing)")
+            "was trained for another vocabulary (a deployment for browsing uses builtin:topics)")
 
 
 def _utc_now() -> str:

@@ -19,6 +19,7 @@ from vane.client.tracker import InterestTracker
 from vane.shared.artifact import MAGIC, ModelArtifact, round_version
 from vane.shared.errors import ConfigError, ModelError, SpecError, StoreInUseError, TaxonomyError
 from vane.shared.taxonomy import Taxonomy
+from vane.shared.topics import topics_taxonomy
 from vane.shared.vocabularies import browsing_taxonomy
 from vane.shared.weights import Weights
 
@@ -132,12 +133,13 @@ def test_train_local_with_one_event_says_why_it_cannot_train(tmp_path, small_tra
 @pytest.mark.skipif(find_spec("tensorflow") is None, reason="needs tensorflow (the server extra)")
 def test_exported_model_opens_alone_trains_on_browsing_events_and_predicts_with_the_model(tmp_path):
     out = tmp_path / "model.vane"
-    exported = vane("server", "export-model", str(out))
+    exported = vane("server", "export-model", str(out))  # the default is builtin:topics (was builtin:browsing)
     assert exported.returncode == 0, exported.stderr
-    assert f"taxonomy browsing (version {browsing_taxonomy().version}" in exported.stdout
+    assert f"taxonomy topics (version {topics_taxonomy().version}" in exported.stdout
     with InterestTracker.open(tmp_path / "me.db", key_file=tmp_path / "me.key", model=out) as tracker:
-        assert tracker.taxonomy == browsing_taxonomy()
-        tracker.record_many(_events(40))
+        assert tracker.taxonomy == topics_taxonomy()
+        tracker.record_many(_events(40, ["/News", "/Sports/Soccer", "/Computers & Electronics/Software",
+                                         "/Travel & Transportation/Air Travel"]))
         result = tracker.train_local(epochs=2)
         assert result.num_examples > 0 and np.isfinite(result.loss)
         prediction = tracker.predict(3)

@@ -32,6 +32,7 @@ from vane.shared import protocol as p
 from vane.shared.artifact import round_version
 from vane.shared.errors import TaxonomyError
 from vane.shared.spec import ModelSpec
+from vane.shared.topics import topics_taxonomy
 from vane.shared.vocabularies import browsing_taxonomy, describe_taxonomy, synthetic_taxonomy
 
 T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
@@ -61,10 +62,14 @@ def test_the_browsing_taxonomy_is_the_vocabulary_of_the_history_rules():
     assert "cooking" not in browsing_taxonomy() and describe_taxonomy(browsing_taxonomy()).startswith("browsing (")
 
 
-def test_the_deployment_app_names_the_browsing_taxonomy_by_hash(tmp_path):
+def test_the_deployment_app_names_the_topics_taxonomy_by_hash(tmp_path):
+    # The default moved from builtin:browsing to builtin:topics (issue 16); browsing stays loadable.
     app = tomllib.loads((write_app_dir(tmp_path / "app") / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
-    assert app["config"]["taxonomy-file"] == "builtin:browsing"
-    assert app["config"]["taxonomy-version"] == browsing_taxonomy().version
+    assert app["config"]["taxonomy-file"] == "builtin:topics"
+    assert app["config"]["taxonomy-version"] == topics_taxonomy().version
+    old = write_app_dir(tmp_path / "old", {"taxonomy-file": "builtin:browsing"})
+    old_config = tomllib.loads((old / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert old_config["taxonomy-version"] == browsing_taxonomy().version
     SEVEN.save(tmp_path / "seven.json")
     custom = write_app_dir(tmp_path / "custom", {"taxonomy-file": str(tmp_path / "seven.json")})
     config = tomllib.loads((custom / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
