@@ -1,4 +1,4 @@
-"""``vane sim bench api`` runs end to end on a small store: every request recorded, figures printed (no timing asserted)."""
+"""``vane sim bench api`` runs end to end on a small store: every request recorded, each figure printed."""
 
 from __future__ import annotations
 
