@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from vane.client.categorize import Categorizer, Encoder, correction_key
+from vane.client.embeddings import EmbeddingEventStore
 from vane.client.encoder import event_text
 from vane.client.history.site_topics import SiteTopics, load_site_topics
 from vane.client.store import EventStore
 from vane.client.topic_head import SoftmaxHead, TrainReport, head_topics
 from vane.shared.errors import ConfigError, ModelError, TaxonomyError
-from vane.shared.events import MAX_CATEGORIES
+from vane.shared.events import MAX_CATEGORIES, OTHER, Event
 from vane.shared.topics import topics
 
 CORRECTIONS = "categorize/corrections"
@@ -121,11 +122,17 @@ def save_head(store: EventStore, head: SoftmaxHead) -> None:
     store.put_state(HEAD, head.to_bytes())
 
 
+def store_encoder(store: EventStore) -> Encoder | None:
+    """The text encoder installed in ``store`` (a tracker's embedding store), if any."""
+    return store.encoder if isinstance(store, EmbeddingEventStore) else None
+
+
 def load_categorizer(store: EventStore, encoder: Encoder | None = None, rules: SiteTopics | None = None,
                      **options: Any) -> Categorizer:
-    """A :class:`Categorizer` with the store's corrections and head (and ``encoder``, when given)."""
+    """A :class:`Categorizer` with the store's corrections and head, and ``encoder`` (else the store's own)."""
     corrections = {key: c.topics for key, c in read_corrections(store).items()}
-    return Categorizer(rules or load_site_topics(), encoder, read_head(store), corrections, **options)
+    return Categorizer(rules or load_site_topics(), encoder or store_encoder(store), read_head(store), corrections,
+                       **options)
 
 
 def labelled_examples(store: EventStore) -> list[tuple[str, int]]:
@@ -134,12 +141,46 @@ def labelled_examples(store: EventStore) -> list[tuple[str, int]]:
     An event is labelled when it has a title and its first category is a Topics path; an item the
     person corrected is labelled by the correction instead of its stored categories.
     """
+    return [(text, label) for _, text, label in _labelled(store)]
+
+
+def _labelled(store: EventStore) -> list[tuple[int | None, str, int]]:
     index = {path: i for i, path in enumerate(head_topics())}
     corrections = read_corrections(store)
-    out = [(event_text(c.title, c.key), index[c.topics[0]]) for c in corrections.values() if c.title]
-    for _, event in store.events():
+    out: list[tuple[int | None, str, int]] = [
+        (None, event_text(c.title, c.key), index[c.topics[0]]) for c in corrections.values() if c.title]
+    for seq, event in store.events():
         if event.title and event.categories[0] in index and correction_key(event.item_id) not in corrections:
-            out.append((event_text(event.title, event.item_id), index[event.categories[0]]))
+            out.append((seq, event_text(event.title, event.item_id), index[event.categories[0]]))
+    return out
+
+
+def _example_vectors(store: EventStore, encoder: Encoder, examples: list[tuple[int | None, str, int]]) -> np.ndarray:
+    """The examples' embeddings: the ones sealed in the store (same encoder version), the rest embedded now."""
+    version = getattr(encoder, "version", None)
+    stored: dict[int, np.ndarray] = {}
+    if isinstance(store, EmbeddingEventStore) and version is not None:
+        stored = store.embeddings([seq for seq, _, _ in examples if seq is not None], version=version)
+    missing = [i for i, (seq, _, _) in enumerate(examples) if seq not in stored]
+    fresh = np.asarray(encoder.embed([examples[i][1] for i in missing]), dtype=np.float32) if missing else None
+    rows: list[np.ndarray] = [stored[seq] if seq in stored else np.zeros(0, np.float32) for seq, _, _ in examples]
+    for row, i in enumerate(missing):
+        assert fresh is not None
+        rows[i] = fresh[row]
+    return np.stack(rows).astype(np.float32)
+
+
+def fill_other(categorizer: Categorizer, events: list[Event]) -> list[Event]:
+    """``events`` with each uncategorised (``other``) titled one given the categoriser's topics, in one batch."""
+    todo = [i for i, e in enumerate(events) if e.categories == (OTHER,) and e.title]
+    if not todo:
+        return events
+    found = categorizer.categorize_many([(events[i].title, events[i].item_id) for i in todo],
+                                        item_ids=[events[i].item_id for i in todo])
+    out = list(events)
+    for i, result in zip(todo, found, strict=True):
+        if result.topics != (OTHER,):
+            out[i] = replace(events[i], categories=result.topics)
     return out
 
 
@@ -147,16 +188,18 @@ def train_head(store: EventStore, encoder: Encoder, *, epochs: int = 300, min_ex
                **fit_options: Any) -> TrainReport:
     """Train the store's head on :func:`labelled_examples` (from the kept head, else from zeros) and keep it.
 
+    The examples' embeddings sealed in the store are used as they are; only the others are embedded.
+
     Raises
     ------
     ConfigError
         Fewer than ``min_examples`` labelled examples (nothing is changed).
     """
-    examples = labelled_examples(store)
+    examples = _labelled(store)
     if len(examples) < min_examples:
         raise ConfigError(f"{len(examples)} labelled events with a title; the head needs at least {min_examples}")
-    x = np.asarray(encoder.embed([text for text, _ in examples]), dtype=np.float32)
+    x = _example_vectors(store, encoder, examples)
     head = read_head(store) or SoftmaxHead.zeros(x.shape[1])
-    report = head.fit(x, [label for _, label in examples], epochs=epochs, **fit_options)
+    report = head.fit(x, [label for _, _, label in examples], epochs=epochs, **fit_options)
     save_head(store, head)
     return report

@@ -34,6 +34,7 @@ from vane.shared.errors import ConfigError, EventValidationError, HistoryImportE
 from vane.shared.events import MAX_CLOCK_SKEW_S, MAX_ITEM_ID_LEN, Event, is_duplicate
 
 if TYPE_CHECKING:
+    from vane.client.categorize import Categorizer
     from vane.client.tracker_state import TrackerState
 
 logger = logging.getLogger("vane.client")
@@ -335,22 +336,43 @@ def import_into(state: TrackerState, path: str | os.PathLike[str], browser: str 
     time; what that drops is counted as ``duplicate`` too. A history older than events already
     stored is inserted in its place in time, and the tracker's state is replayed once, at the end of
     the import (:mod:`vane.client.tracker_state`), so the import order of several browsers does not
-    change the answers.
+    change the answers. With Topics rules and a text encoder installed in the store, a titled visit no
+    rule knows gets its topics from the store's categoriser (corrections, the trained head, else the
+    zero-shot prior: :mod:`vane.client.categorize`), embedded in one batch per import batch.
     """
     _check_arguments(browser, None)
     category_rules = choose_rules(rules, state.slots.taxonomy())  # Topics, unless the store speaks another
+    categorizer = _store_categorizer(state, category_rules)
     since = state.slots.import_cursor(path)
     with open_history(path, browser) as found:
         summary = ImportSummary(str(found.path), found.browser, found.schema_version)
         builder = _BatchBuilder(summary, since, category_rules, events_clock())
         size = IMPORT_BATCH if batch_size is None else batch_size
         for batch, cursor in _event_batches(found.visits, builder, found.total, size, progress):
+            if categorizer is not None:  # visits no rule knows: the classifier head, else the zero-shot prior
+                batch = fill_other(categorizer, batch)
             summary.drop_duplicates(len(batch) - len(state.record_many(batch)))
             if cursor is not None and cursor != since:
                 state.slots.save_import_cursor(path, cursor)
     state.save()
     logger.info("imported %s of %s %s visits from %s", summary.imported, summary.visits_read, found.browser, path)
     return summary
+
+
+def _store_categorizer(state: TrackerState, rules: CategoryRules | SiteTopics) -> Categorizer | None:
+    """The categoriser for visits no rule knows: only with Topics rules and a text encoder in the store."""
+    from vane.client.categorize_store import load_categorizer, store_encoder
+
+    if not isinstance(rules, SiteTopics) or store_encoder(state.slots.store) is None:
+        return None
+    return load_categorizer(state.slots.store, rules=rules)
+
+
+def fill_other(categorizer: Categorizer, events: list[Event]) -> list[Event]:
+    """:func:`vane.client.categorize_store.fill_other` (imported when an import needs it)."""
+    from vane.client.categorize_store import fill_other as fill
+
+    return fill(categorizer, events)
 
 
 def events_clock() -> float:

@@ -69,3 +69,30 @@ def test_a_user_rules_file_is_read_by_its_format(tmp_path: Path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"hosts": {"hobby": ["github.com"]}}))
     assert choose_rules(old).categorize("https://github.com/x") == ("hobby",)
+
+
+@pytest.mark.slow
+def test_with_an_encoder_no_titled_visit_stays_other_and_the_head_trains_on_sealed_embeddings(
+        tmp_path: Path, encoder_blob: bytes):
+    from vane.client.categorize_store import load_categorizer, train_head
+    from vane.client.encoder import TextEncoder
+
+    class Counting:
+        def __init__(self, encoder: TextEncoder) -> None:
+            self.encoder, self.version, self.texts = encoder, encoder.version, 0
+
+        def embed(self, texts):
+            self.texts += len(texts)
+            return self.encoder.embed(texts)
+
+    files = _copies(tmp_path / "h")
+    with InterestTracker.open(tmp_path / "me.db", key=b"\x0d" * 32, encoder=encoder_blob) as tracker:
+        for f in files:
+            tracker.import_history(f)
+        events = [e for _, e in tracker.store.events()]
+        assert not [e for e in events if e.title and e.categories == (OTHER,)]
+        assert all(c in topics() for e in events for c in e.categories if c != OTHER)
+        counting = Counting(TextEncoder.from_bytes(encoder_blob))
+        report = train_head(tracker.store, counting, min_examples=10)
+        assert report.examples > 100 and counting.texts == 0  # every example's embedding was already sealed
+        assert load_categorizer(tracker.store).head is not None
