@@ -11,6 +11,11 @@ trains through the LiteRT ``train`` signature and replies with
 
 Nothing else leaves the device: no event, item id, title, category or time.
 
+A train message whose config holds ``population-round`` is the population-statistics round of
+federated analytics instead (:mod:`vane.client.population`): the reply's ``delta`` is then the device's
+clipped category counts, masked by SecAgg+ when the server runs it. A train message may also carry the
+published statistics (``population-artifact``), which the device keeps sealed in its store.
+
 Which tracker
     Deployment: ``node_config`` ``store`` (the encrypted store file) and
     ``key-file`` (its 0600 key file), or ``passphrase-env`` naming an
