@@ -127,6 +127,13 @@ class EmbeddingEventStore(EventStore):
         self._encoder = encoder
         return encoder.version
 
+    def close(self) -> None:
+        """Close the store and free the encoder's interpreter."""
+        try:
+            super().close()
+        finally:
+            self._encoder = None
+
     # ---- storing
 
     def append_many(self, events: Iterable[Event]) -> list[int]:

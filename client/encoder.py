@@ -22,13 +22,15 @@ from vane.shared.encoder_artifact import EncoderArtifact
 from vane.shared.errors import ModelError
 from vane.shared.wordpiece import WordPiece
 
-#: The most texts one interpreter call embeds.
-BATCH = 32
+#: The most texts one interpreter call embeds, and the most padded tokens in one call (B x L): the
+#: cost per token is flat beyond a few texts, while the interpreter's arena grows with B x L.
+BATCH = 16
+BATCH_TOKENS = 512
 #: Padded lengths are rounded up to a multiple of this (fewer distinct shapes, fewer re-allocations).
 LENGTH_STEP = 8
 _SPLIT = re.compile(r"[-_/.+~:;,=&%!]+")
 _SECOND_LEVEL = frozenset({"co", "com", "org", "net", "gov", "ac", "edu", "ne", "or", "go"})
-_NOISE_WORDS = frozenset({"www", "m", "amp", "html", "htm", "php", "asp", "aspx", "jsp", "cgi", "index", "shtml"})
+_NOISE_WORDS = frozenset({"www", "amp", "html", "htm", "php", "asp", "aspx", "jsp", "cgi", "index", "shtml", "entry"})
 _HEXISH = re.compile(r"^[0-9a-f]{8,}$")
 
 
@@ -50,16 +52,23 @@ def url_words(url: str) -> list[str]:
     words = []
     for piece in [*labels, *_SPLIT.split(parts.path)]:
         word = piece.lower()
-        if not word or word in _NOISE_WORDS or any(c.isdigit() for c in word) or _HEXISH.match(word):
+        if len(word) < 2 or word in _NOISE_WORDS or any(c.isdigit() for c in word) or _HEXISH.match(word):
             continue
         words.append(piece)
     return words
 
 
 def event_text(title: str | None, url: str | None = None) -> str:
-    """The text an event is embedded as: its title, then its URL's words (either may be missing)."""
-    words = url_words(url) if url else []
-    return " ".join(x for x in ((title or "").strip(), " ".join(words)) if x)
+    """The text an event is embedded as: its title, then the words of its URL the title lacks (a slug
+    repeating the title adds nothing but tokens); either may be missing."""
+    title = (title or "").strip()
+    seen = set(re.findall(r"\w+", title.lower()))
+    words = []
+    for word in url_words(url) if url else []:
+        if word.lower() not in seen:
+            seen.add(word.lower())
+            words.append(word)
+    return " ".join(x for x in (title, " ".join(words)) if x)
 
 
 class TextEncoder:
@@ -108,18 +117,24 @@ class TextEncoder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """``float32[n, dims]`` L2-normalised embeddings of ``texts``, in order.
 
-        Texts are tokenized, sorted by length and run in batches of up to :data:`BATCH` padded to
-        the batch's longest (rounded up to :data:`LENGTH_STEP`), so short titles never pay for long ones.
+        Texts are tokenized, sorted by length and run in batches of up to :data:`BATCH` texts and
+        :data:`BATCH_TOKENS` padded tokens, padded to the batch's longest (rounded up to
+        :data:`LENGTH_STEP`), so short titles never pay for long ones.
         """
         if isinstance(texts, str):
             raise ModelError("embed takes a sequence of texts; wrap a single text in a list")
         rows = [self.tokenizer.encode(t) for t in texts]
         out = np.zeros((len(rows), self.dims), dtype=np.float32)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        for start in range(0, len(order), BATCH):
-            chunk = order[start : start + BATCH]
-            longest = len(rows[chunk[-1]])
-            length = min(-(-longest // LENGTH_STEP) * LENGTH_STEP, self.artifact.max_len)
+        start = 0
+        while start < len(order):
+            # the longest text of a chunk is its last (sorted); grow it while B x L stays in budget
+            end = start + 1
+            while end < min(len(order), start + BATCH) and \
+                    (end - start + 1) * self._padded(len(rows[order[end]])) <= BATCH_TOKENS:
+                end += 1
+            chunk, start = order[start:end], end
+            length = self._padded(len(rows[chunk[-1]]))
             ids = np.zeros((len(chunk), length), dtype=np.int32)
             mask = np.zeros((len(chunk), length), dtype=np.int32)
             for j, i in enumerate(chunk):
@@ -129,6 +144,9 @@ class TextEncoder:
                 result = self._embed(input_ids=ids, attention_mask=mask)
             out[chunk] = np.asarray(result["embedding"], dtype=np.float32)
         return out
+
+    def _padded(self, length: int) -> int:
+        return min(-(-length // LENGTH_STEP) * LENGTH_STEP, self.artifact.max_len)
 
     def embed_one(self, text: str) -> np.ndarray:
         """``float32[dims]``: one text's embedding."""

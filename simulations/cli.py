@@ -58,6 +58,16 @@ def bench_client_command(
     _exit_on_missed(TARGETS, figures)
 
 
+@bench_app.command("encoder")
+def bench_encoder_command() -> None:
+    """Text encoder: build time, file size, embed one title, record()/record_many() with it, RSS with 10k events."""
+    from vane.simulations.bench.encoder import TARGETS, print_report, run
+
+    figures = run()
+    print_report(figures)
+    _exit_on_missed(TARGETS, figures)
+
+
 def _exit_on_missed(targets: dict[str, Any], figures: dict[str, float]) -> None:
     """Exit 1 when a measured value misses its target."""
     missed = [name for name, target in targets.items() if name in figures and target.met(figures[name]) is False]
