@@ -168,20 +168,21 @@ def create_app(tracker: InterestTracker, token: str, origins: Iterable[str], *,
     async def record(request: Request) -> dict[str, int]:
         """Record one event, or a batch ``{"events": [...]}`` all-or-nothing; duplicates are dropped."""
         data = await json_body(request)
+        rules = views.page_rules(tracker)
         if isinstance(data, dict) and set(data) == {"events"}:
             if not isinstance(data["events"], list):
                 raise RequestError(f"events is {str(data['events'])[:60]!r}; expected a list of event objects")
             batch = []
             for i, item in enumerate(data["events"]):
                 try:
-                    batch.append(Event.from_dict(views.visit_event(item)))
+                    batch.append(Event.from_dict(views.visit_event(item, rules)))
                 except VaneError as exc:
                     exc.index = i
                     raise
-            seqs = await call(lambda: tracker.record_many(batch))
+            seqs = await call(lambda: tracker.record_many(views.fill_other(tracker, batch)))
             return {"recorded": len(seqs), "duplicates": len(batch) - len(seqs)}
-        event = Event.from_dict(views.visit_event(data))
-        seq = await call(lambda: tracker.record(event), quick=True)
+        event = Event.from_dict(views.visit_event(data, rules))
+        seq = await call(lambda: tracker.record(views.fill_other(tracker, [event])[0]), quick=True)
         return {"recorded": int(seq is not None), "duplicates": int(seq is None)}
 
     @app.get("/api/interests")
@@ -247,7 +248,7 @@ def create_app(tracker: InterestTracker, token: str, origins: Iterable[str], *,
                 raise RequestError(f"{name} is {data[name]!r}; expected a string")
         if not data.get("title") and not data.get("url"):
             raise RequestError("say what to categorize: a title, a url or both")
-        return {"topics": views.categorize(data.get("title"), data.get("url"))}
+        return {"topics": await call(lambda: views.categorize(tracker, data.get("title"), data.get("url")))}
 
     @app.get("/api/blocks")
     async def blocks() -> dict[str, list[str]]:

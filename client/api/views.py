@@ -15,7 +15,8 @@ from typing import Any
 
 from vane.client.api.errors import RequestError
 from vane.client.blocks import is_blocked, topic_matches
-from vane.client.history.rules import load_rules
+from vane.client.history.rules import CategoryRules
+from vane.client.history.site_topics import SiteTopics, choose_rules
 from vane.client.tracker import InterestTracker
 from vane.shared.events import OTHER, Event
 
@@ -130,18 +131,42 @@ def events_json(tracker: InterestTracker, topic: str | None, limit: int) -> dict
     return {"topic": topic, "total": len(chosen), "events": [event_json(seq, ev) for seq, ev in chosen[:limit]]}
 
 
-def categorize(title: str | None, url: str | None) -> list[dict[str, Any]]:
-    """Topics of a page from the packaged URL rules (``source: "rule"``); ``other`` when none applies."""
-    if url is not None:
-        found = [c for c in load_rules().categorize(url) if c != OTHER]
-        if found:
-            return [{"topic": c, "source": "rule", "confidence": 1.0} for c in found]
-    return [{"topic": OTHER, "source": "default", "confidence": 0.0}]
+def page_rules(tracker: InterestTracker) -> CategoryRules | SiteTopics:
+    """The URL rules the history import would use for this store (Topics, unless it speaks another vocabulary)."""
+    return choose_rules(None, tracker.taxonomy)
 
 
-def visit_event(data: object) -> dict[str, Any]:
+def categorize(tracker: InterestTracker, title: str | None, url: str | None) -> list[dict[str, Any]]:
+    """The topics of a page as the store's categoriser gives them (a correction, the curated rules, the
+    trained head, the zero-shot prior: :mod:`vane.client.categorize`), each with its source and confidence;
+    ``other`` (source ``none``) when nothing answers. A store that speaks the coarse browsing vocabulary
+    gets its coarse URL rules."""
+    rules = page_rules(tracker)
+    if isinstance(rules, SiteTopics):
+        from vane.client.categorize_store import load_categorizer
+
+        return [a.to_dict() for a in load_categorizer(tracker.store, rules=rules).categorize(title, url).assignments]
+    found = [c for c in rules.categorize(url) if c != OTHER] if url else []
+    return [{"topic": c, "source": "rule", "confidence": 1.0} for c in found] or \
+        [{"topic": OTHER, "source": "none", "confidence": 0.0}]
+
+
+def fill_other(tracker: InterestTracker, events: list[Event]) -> list[Event]:
+    """Titled visits no rule knew (``other``) get the store's categoriser's topics, as in a history import
+    (only with Topics rules and a text encoder installed in the store)."""
+    from vane.client.categorize_store import fill_other as fill
+    from vane.client.categorize_store import load_categorizer, store_encoder
+
+    rules = page_rules(tracker)
+    if not any(e.categories == (OTHER,) and e.title for e in events) or not isinstance(rules, SiteTopics) \
+            or store_encoder(tracker.store) is None:
+        return events
+    return fill(load_categorizer(tracker.store, rules=rules), events)
+
+
+def visit_event(data: object, rules: CategoryRules | SiteTopics) -> dict[str, Any]:
     """An event mapping from a request: ``url`` and ``transition`` taken out (a visit without categories
-    gets the URL rules' topics), everything else left for :meth:`Event.from_dict` to judge."""
+    gets ``rules``' topics for its URL), everything else left for :meth:`Event.from_dict` to judge."""
     if not isinstance(data, Mapping):
         return data  # type: ignore[return-value]  # Event.from_dict names the problem
     event = {k: v for k, v in data.items() if k not in VISIT_FIELDS}
@@ -152,7 +177,7 @@ def visit_event(data: object) -> dict[str, Any]:
     if url is None and isinstance(data.get("item_id"), str) and data["item_id"].startswith(("http://", "https://")):
         url = data["item_id"]
     if not event.get("categories") and url:
-        event["categories"] = list(load_rules().categorize(url))
+        event["categories"] = list(rules.categorize(url))
     return event
 
 

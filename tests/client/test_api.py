@@ -96,15 +96,27 @@ def test_a_visit_without_categories_gets_the_url_rules_topics(tmp_path: Path) ->
                                                     "title": "<script>alert(1)</script>", "transition": "link"})
         assert sent.status_code == 200, sent.text
         topics = api.client.post("/api/categorize", json={"title": "t", "url": "https://www.bbc.com/sport/x"}).json()
-        assert topics == {"topics": [{"topic": "sports", "source": "rule", "confidence": 1.0},
-                                     {"topic": "news", "source": "rule", "confidence": 1.0}]}
-        unknown = api.client.post("/api/categorize", json={"title": "a page"}).json()
-        assert unknown["topics"][0]["topic"] == "other"
+        assert topics == {"topics": [{"topic": "/Sports", "source": "rule", "confidence": 1.0},
+                                     {"topic": "/News", "source": "rule", "confidence": 1.0}]}
+        unknown = api.client.post("/api/categorize", json={"title": "a page"}).json()  # light mode: no encoder
+        assert unknown == {"topics": [{"topic": "other", "source": "none", "confidence": 0.0}]}
         assert api.client.post("/api/categorize", json={}).status_code == 400
+        assert api.client.post("/api/categorize", json={"url": 5}).status_code == 400
+        top = api.client.get("/api/interests", params={"level": "top"}).json()
+        assert {i["topic"] for i in top["interests"]} == {"/Sports", "/News"}
     with reopen(store) as tracker:
         (_, event), = tracker.store.events()
-        assert event.categories == ("sports", "news") and event.title == "<script>alert(1)</script>"
+        assert event.categories == ("/Sports", "/News") and event.title == "<script>alert(1)</script>"
         assert event.kind == "link"
+    coarse = make_store(tmp_path, name="coarse.db", blob=None)
+    with InterestTracker.open(coarse, key_file=tmp_path / "coarse.db.key", taxonomy=Taxonomy(NAMES)):
+        pass
+    with running(coarse) as api:  # a store that speaks the coarse browsing vocabulary keeps its URL rules
+        answer = api.client.post("/api/categorize", json={"url": "https://www.bbc.com/sport/x"}).json()
+        assert answer["topics"][0] == {"topic": "sports", "source": "rule", "confidence": 1.0}
+        api.client.post("/api/events", json={"item_id": "https://www.bbc.com/news/1", "timestamp": T0.timestamp(),
+                                             "kind": "view"})
+        assert api.client.get("/api/events").json()["events"][0]["categories"] == ["news"]
 
 
 def test_bad_input_gets_400_with_the_python_apis_message_and_stores_nothing(tmp_path: Path) -> None:
