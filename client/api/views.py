@@ -182,9 +182,10 @@ def visit_event(data: object, rules: CategoryRules | SiteTopics) -> dict[str, An
 
 
 def versions_json(tracker: InterestTracker, vane_version: str) -> dict[str, Any]:
-    """The installed model (its version and taxonomy version), the encoder (none yet) and Vane's version."""
+    """The installed model (its version and taxonomy version), the text encoder (its version) and Vane's version."""
     model = None
     if tracker.has_model:
         model = {"version": tracker.model_version,
                  "taxonomy": tracker.taxonomy.version if tracker.taxonomy is not None else None}
-    return {"model": model, "encoder": None, "vane": vane_version}
+    encoder = getattr(tracker.store, "encoder_version", None)  # an EmbeddingEventStore with an encoder
+    return {"model": model, "encoder": None if encoder is None else {"version": encoder}, "vane": vane_version}

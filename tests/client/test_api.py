@@ -217,3 +217,21 @@ def test_openapi_schema_and_the_dashboard_files(tmp_path: Path) -> None:
         escape = httpx.get(api.url + "/static/%2E%2E/%2E%2E/client/tracker.py")
         assert escape.status_code == 404
         assert httpx.get(api.url + "/static/nothing.js").status_code == 404
+
+
+@pytest.mark.slow
+def test_with_an_encoder_a_titled_visit_no_rule_knows_gets_the_categorisers_topics(tmp_path: Path,
+                                                                                   encoder_blob: bytes) -> None:
+    store = tmp_path / "words.db"
+    with InterestTracker.open(store, key_file=tmp_path / "words.db.key", encoder=encoder_blob) as tracker:
+        version = tracker.store.encoder_version
+    with running(store) as api:
+        assert api.client.get("/api/versions").json()["encoder"] == {"version": version}
+        page = {"title": "Lakers beat the Celtics in overtime", "url": "http://127.0.0.1:9/p/1"}
+        topics = api.client.post("/api/categorize", json=page).json()["topics"]
+        assert topics and topics[0]["source"] in ("model", "prior") and topics[0]["topic"].startswith("/")
+        sent = api.client.post("/api/events", json={"item_id": page["url"], "title": page["title"], "kind": "view",
+                                                    "timestamp": T0.timestamp()})
+        assert sent.json() == {"recorded": 1, "duplicates": 0}
+        stored = api.client.get("/api/events").json()["events"][0]
+        assert stored["categories"] == [t["topic"] for t in topics]
