@@ -154,9 +154,10 @@ def federated_population_stats(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        kwargs: dict[str, Any] = {"secure_aggregation": secure_aggregation, "dp_noise": dp_noise, "seed": seed, "progress": progress,
-                  "clip_norm": clip_norm, "entry_cap": entry_cap, "dp_delta": dp_delta, "workdir": workdir,
-                  "client_mods": list(client_mods), "num_cpus": num_cpus}
+        kwargs: dict[str, Any] = {
+            "secure_aggregation": secure_aggregation, "dp_noise": dp_noise, "seed": seed, "progress": progress,
+            "clip_norm": clip_norm, "entry_cap": entry_cap, "dp_delta": dp_delta, "workdir": workdir,
+            "client_mods": list(client_mods), "num_cpus": num_cpus}
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             histories = {u: list(events) for u, events in histories.items()}
             return pool.submit(federated_population_stats, histories, taxonomy, **kwargs).result()
