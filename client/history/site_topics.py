@@ -1,9 +1,10 @@
 """Topics of a URL from curated site rules: :class:`SiteTopics` and ``site_topics.json``.
 
 The packaged file maps hosts (and ``host/path-prefix``) of well-known sites to Topics v2 ids
-(:mod:`vane.shared.topics`); its ``_notice`` says how it was written. A URL gets, in order: the
-topics of the path sections it contains (``/sport/`` anywhere in the path), then the topics of the
-most specific site rule: a ``host/prefix`` rule whose prefix starts the path beats its host, and a
+(:mod:`vane.shared.topics`); its ``_notice`` says how it was written. A URL gets the topics of the
+path sections it contains (``/sport/`` anywhere in the path) and those of the most specific site
+rule (on a news site the sections first, else the site first): a ``host/prefix`` rule whose prefix
+starts the path beats its host, and a
 longer host beats a shorter one (``news.google.com`` beats ``google.com``). A host matches itself and
 its subdomains (``m.youtube.com`` → ``youtube.com``). Category names are the topics' full paths.
 
@@ -66,12 +67,19 @@ class SiteTopics:
         return ()
 
     def ids(self, url: str) -> tuple[int, ...]:
-        """Section ids (in rule order), then the site's; empty when nothing matches."""
+        """The site's ids and the path sections' (in rule order); empty when nothing matches.
+
+        On a news site (or an unknown one) the sections come first: ``/sport/`` on ``bbc.co.uk`` says
+        more than the host. On a topical site the site comes first: ``/news/`` on ``nba.com`` is news
+        about basketball.
+        """
         parts = urlsplit(url)
         segments = "/" + parts.path.lower().strip("/") + "/"
-        found = [i for section, ids in self.sections.items() if section in segments for i in ids]
-        found.extend(self.site_ids(parts.hostname or "", parts.path))
-        return tuple(dict.fromkeys(found))
+        sections = [i for section, ids in self.sections.items() if section in segments for i in ids]
+        site = list(self.site_ids(parts.hostname or "", parts.path))
+        tree = topics()
+        news_site = all(tree.top_level(i).path == "/News" for i in site)
+        return tuple(dict.fromkeys([*sections, *site] if news_site else [*site, *sections]))
 
     def topics(self, url: str) -> tuple[str, ...]:
         """The full paths of :meth:`ids`; empty when nothing matches."""

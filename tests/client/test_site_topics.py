@@ -43,7 +43,9 @@ def test_the_file_has_a_notice_and_at_least_500_distinct_hosts_with_valid_ids():
     ("https://news.google.com/topics/x", (NEWS,)),  # the longer host wins
     ("https://www.google.com/maps/place/Prague", ("/Travel & Transportation",)),  # host/prefix beats the host
     ("https://www.google.com/mapsearch", ("/Internet & Telecom/Web Services",)),  # a prefix ends at a segment
-    ("https://www.bbc.co.uk/sport/football/1", (SPORTS, NEWS)),  # the section first, then the site
+    ("https://www.bbc.co.uk/sport/football/1", (SPORTS, NEWS)),  # on a news site the section first
+    ("https://www.nba.com/news/celtics-win", ("/Sports/Basketball", NEWS)),  # on a topical site the site first
+    ("https://unknown.example/sport/1", (SPORTS,)),  # a section alone
     ("https://en.wikipedia.org/wiki/Prague", ("/Jobs & Education/Education",)),
     ("https://www.NETFLIX.com./title/1", ("/Arts & Entertainment/TV & Video/Movie & TV Streaming",)),
     ("https://notyoutube.com/", ("other",)),  # a suffix is not a subdomain
@@ -71,8 +73,8 @@ def test_a_user_file_is_merged_over_the_packaged_rules(tmp_path: Path):
                                 "sections": {"/knit/": [469]}}))
     rules = load_site_topics(user)
     assert rules.categorize("https://github.com/") == (SPORTS,)
-    assert rules.categorize("https://knit.example/knit/x") == ("/Hobbies & Leisure/Art & Craft Supplies",
-                                                               "/Hobbies & Leisure")
+    assert rules.categorize("https://knit.example/knit/x") == ("/Hobbies & Leisure",
+                                                               "/Hobbies & Leisure/Art & Craft Supplies")
     assert rules.categorize("https://www.cnn.com/") == (NEWS,)
     assert load_site_topics().categorize("https://github.com/") != (SPORTS,)  # the packaged rules are unchanged
 
