@@ -227,6 +227,11 @@ def _mix(config: ConfigRecord) -> Mix | None:
     if p.MIX_KEY not in config:
         return None
     values = config[p.MIX_KEY]
+    if isinstance(values, str):  # JSON text (what the server sends: SecAgg+'s legacy FitIns carries scalars only)
+        try:
+            values = json.loads(values)
+        except ValueError:
+            raise MessageError(f"{p.MIX_KEY} is {values[:80]!r}; expected a JSON list of numbers") from None
     if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                for v in values):
         raise MessageError(f"{p.MIX_KEY} is {values!r}; expected a list of numbers")

@@ -220,7 +220,8 @@ class FederationRun:
     def _send_mix(self) -> None:
         if self.mix is not None:
             for config in self.live_configs:
-                config[p.MIX_KEY] = list(self.mix)
+                # JSON text, not a list: SecAgg+'s legacy FitIns carries scalars only
+                config[p.MIX_KEY] = json.dumps(list(self.mix))
 
     def pick_mix(self, log: RoundLog) -> None:
         """Turn the round's ``mix-{i}-*`` means into the chosen blend; keep only its own HR@1 and MRR."""

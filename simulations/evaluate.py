@@ -78,6 +78,7 @@ from vane.simulations.candidates import (
 from vane.simulations.centralised import train_centralised
 from vane.simulations.datasets import Dataset, load_dataset
 from vane.simulations.evaluate_baselines import baseline_trace, evaluate_baseline
+from vane.simulations.evaluate_fed_ranker import FED_RANKER_METHODS, FedRankerConfig, run_ranker_methods
 from vane.simulations.evaluate_lstm import evaluate_local_lstm, evaluate_with_weights, initial_export
 from vane.simulations.evaluate_ranker import evaluate_reference, evaluation_sequences, run_new_users, slices_section
 from vane.simulations.evaluate_slices import EventInfo, EventTrace
@@ -89,7 +90,7 @@ logger = logging.getLogger("vane.simulations")
 
 LSTM_METHODS = ("local-lstm", "centralised-lstm", "federated-lstm")
 RANKER_METHODS: tuple[str, ...] = tuple(VARIANTS)
-METHODS: tuple[str, ...] = (*BASELINES, *RANKER_METHODS, *LSTM_METHODS)
+METHODS: tuple[str, ...] = (*BASELINES, *RANKER_METHODS, *FED_RANKER_METHODS, *LSTM_METHODS)
 
 
 @dataclass
@@ -130,6 +131,8 @@ class EvaluationConfig:
     mix_grid_step : float, default 0.1
         Resolution of the candidate blends the federated devices score (``mix-grid-step``; 0.1 is the
         central tuning's grid, 1,001 candidates).
+    ranker_rounds : int, default 20
+        Federated rounds of ``federated-ranker`` (after its federated-analytics round).
     new_users : bool, default True
         Also run the new-user evaluation (users held out of training, their first 20 events) for the
         baselines and the LightGBM reference among ``methods``.
@@ -155,6 +158,7 @@ class EvaluationConfig:
     mix_grid_step: float = 0.1
     num_cpus: int | None = None
     new_users: bool = True
+    ranker_rounds: int = 20
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -285,6 +289,12 @@ def _run_traced_methods(config: EvaluationConfig, split: Split, candidates: Item
             say(f"{name}: {_brief(scored[name])}")
         results["wall_seconds_note"] = "the LightGBM variants share one pass (rows, fits, scoring): both show its total"
         traces.update(ranker_traces)
+    neural = [m for m in config.methods if m in FED_RANKER_METHODS]
+    if neural:
+        taxonomy = train_taxonomy(split, config.taxonomy_size)
+        ranker = FedRankerConfig(rounds=config.ranker_rounds, seed=config.seed)
+        traces.update(run_ranker_methods(neural, split, taxonomy, model_spec(config, taxonomy), ranker, candidates,
+                                          results, config.num_cpus, say))
     return traces
 
 

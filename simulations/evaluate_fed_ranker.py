@@ -1,0 +1,251 @@
+"""The federated candidate ranker in the evaluation, and the same network trained centrally.
+
+``federated-ranker``: the real thing, end to end. One Flower simulation over the training users' devices
+(one encrypted store each, holding the user's training and validation events):
+
+1. the population statistics are summed by federated analytics (``population-stats``, under SecAgg+
+   when ``secure`` is on) and shipped to the devices with the model;
+2. every round each device trains only the ranker (``train-parts = ranker``) on its own events, with
+   the statistics *less its own counts*, and the server averages the updates (FedAvg by default);
+3. the final weights are scored on the test events with LiteRT (``rank``), with the published
+   statistics, at the predicted event's own time (the tracker knows when it is asked).
+
+``central-ranker``: the same network, trained in TensorFlow on every training user's queries pooled,
+with out-of-fold statistics (as the LightGBM reference), scored the same way. It says how much of the
+gap to LightGBM is federation and how much is the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from vane.client.runtime import LiteModel
+from vane.shared.events import OTHER, Event
+from vane.shared.metrics import hit_rate_from_ranks, ndcg_from_ranks, roc_auc
+from vane.shared.population import PopulationStats, population_stats
+from vane.shared.ranker_data import RankerExamples, pack, ranker_examples
+from vane.shared.spec import ModelSpec
+from vane.shared.taxonomy import Taxonomy
+from vane.simulations.candidates import ItemCandidates, sampled_item_rank
+from vane.simulations.evaluate_ranker import evaluation_sequences
+from vane.simulations.evaluate_slices import EventTrace, ranking_metrics
+from vane.simulations.ranker_reference import fold_statistics, score_sequences
+from vane.simulations.split import Split
+
+logger = logging.getLogger("vane.simulations")
+
+FED_RANKER_METHODS = ("federated-ranker", "central-ranker")
+
+
+@dataclass
+class FedRankerConfig:
+    """Settings of the ranker methods.
+
+    Parameters
+    ----------
+    units : int, default 64
+        The ranker's first hidden layer (the second has half).
+    rounds, local_epochs, learning_rate : federated training (Adam on the device, FedAvg on the server)
+    strategy : str, default "fedavg"
+    secure : bool, default True
+        Sum the population statistics under SecAgg+.
+    central_epochs, central_learning_rate : the central network's training
+    """
+
+    units: int = 64
+    rounds: int = 20
+    local_epochs: int = 5
+    learning_rate: float = 0.003
+    strategy: str = "fedavg"
+    secure: bool = True
+    central_epochs: int = 4
+    central_learning_rate: float = 0.003
+    seed: int = 0
+
+
+def ranker_spec(base: ModelSpec, config: FedRankerConfig) -> ModelSpec:
+    """``base`` with the ranker (the LSTM's fields stay as they are)."""
+    return replace(base, ranker_units=config.units, ranker_candidates=100, ranker_batch=32)
+
+
+class LiteScorer:
+    """A LiteRT model's ``rank`` behind the ``predict(features)`` of a LightGBM booster (for the traces)."""
+
+    def __init__(self, model: LiteModel) -> None:
+        self.model = model
+        self.last_intensity: np.ndarray = np.zeros(0)
+
+    def predict(self, features: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        c = self.model.spec.ranker_candidates
+        n = len(features)
+        x, mask = pack([features], c)
+        score, intensity = self.model.rank(x, mask)
+        out = np.full(n, -1e9)
+        out[: min(n, c)] = score[0, : min(n, c)]
+        self.last_intensity = np.zeros(n)
+        self.last_intensity[: min(n, c)] = intensity[0, : min(n, c)]
+        return out
+
+
+def score_model(model: LiteModel, stats: PopulationStats, split: Split, taxonomy: Taxonomy, horizon: int,
+                candidates: ItemCandidates) -> tuple[dict[str, Any], EventTrace]:
+    """Every test event ranked by ``model`` at its own time: the metrics, with intensity AUC, and the trace."""
+    scorer = LiteScorer(model)
+    probs: list[dict[str, float]] = []
+    intensity_rows: list[np.ndarray] = []
+
+    def keep(_: str, p: dict[str, float]) -> None:
+        probs.append(p)
+        row = np.zeros(len(taxonomy))
+        for name, value in zip(p, scorer.last_intensity, strict=False):
+            i = taxonomy.index(name) if name in taxonomy else 0
+            row[i] = max(row[i], float(value))
+        intensity_rows.append(row)
+
+    sequences = evaluation_sequences(split)
+    traces = score_sequences({"query-time": scorer}, stats, sequences, keep)  # type: ignore[dict-item]
+    trace = traces["query-time"]
+    truth = intensity_truth(sequences, taxonomy, horizon)
+    item_ranks = np.asarray([sampled_item_rank(candidates.scores(row, p)) for row, p in enumerate(probs)])
+    metrics = {**ranking_metrics(np.asarray(trace.ranks)), "item_hr@10": hit_rate_from_ranks(item_ranks, 10),
+               "item_ndcg@10": ndcg_from_ranks(item_ranks, 10),
+               "roc_auc": roc_auc(truth, np.stack(intensity_rows)) if intensity_rows else float("nan"),
+               **dict.fromkeys(("accuracy", "recall", "f1"), float("nan"))}
+    return metrics, trace
+
+
+def intensity_truth(sequences: Sequence[tuple[Sequence[Event], Sequence[Event]]], taxonomy: Taxonomy,
+                    horizon: int) -> np.ndarray:
+    """Per test event: which taxonomy categories occur in it and the next ``horizon - 1`` test events."""
+    rows = []
+    for _, scored in sequences:
+        for j in range(len(scored)):
+            row = np.zeros(len(taxonomy))
+            for event in scored[j: j + horizon]:
+                for name in event.categories:
+                    row[taxonomy.index(name) if name in taxonomy else taxonomy.index(OTHER)] = 1.0
+            rows.append(row)
+    return np.stack(rows) if rows else np.zeros((0, len(taxonomy)))
+
+
+def device_histories(split: Split) -> dict[str, list[Event]]:
+    """What each training user's device holds: its training and validation events."""
+    return {u: list(split.train[u]) + list(split.val.get(u, [])) for u in split.train}
+
+
+def run_federated_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, config: FedRankerConfig,
+                         candidates: ItemCandidates, workdir: Path, num_cpus: int | None = None,
+                         progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], EventTrace]:
+    """Train the ranker with Flower (statistics by federated analytics first) and score it on the test events."""
+    from vane.server.model import export_training_model
+    from vane.shared.population_artifact import PopulationArtifact
+    from vane.simulations.federation import run_isolated
+
+    say = progress or (lambda _: None)
+    spec = ranker_spec(base, config)
+    blob = export_training_model(spec)
+    users = device_histories(split)
+    t0 = time.perf_counter()
+    result = run_isolated(users=users, taxonomy=taxonomy, spec=spec, rounds=config.rounds, fraction=1.0,
+                          out_dir=workdir / "federated-ranker", strategy=config.strategy,
+                          local_epochs=config.local_epochs, learning_rate=config.learning_rate, seed=config.seed,
+                          fraction_evaluate=0.05, model_blob=blob, num_cpus=num_cpus, progress=False,
+                          server_config={"population-stats": True, "train-parts": "ranker",
+                                         "evaluate-initial": False, "secure-aggregation": config.secure})
+    train_s = time.perf_counter() - t0
+    found = sorted((workdir / "federated-ranker").rglob("*.vpop"))
+    if not found:
+        raise FileNotFoundError(f"the federated run published no population statistics under {workdir}")
+    artifact = PopulationArtifact.load(found[-1], taxonomy)
+    model = LiteModel.from_bytes(blob, spec)
+    assert result.final_weights is not None
+    model.set_weights(result.final_weights)
+    metrics, trace = score_model(model, artifact.stats(taxonomy), split, taxonomy, spec.intensity_horizon,
+                                 candidates)
+    metrics.update({"rounds": config.rounds, "local_epochs": config.local_epochs, "devices": len(users),
+                    "train_seconds": train_s, "statistics_version": artifact.version,
+                    "statistics_secure_aggregation": artifact.secure_aggregation, "statistics_dp": dict(artifact.dp),
+                    "statistics_devices": artifact.devices,
+                    "population_features": "global statistics less the device's own counts (training)"})
+    say(f"federated-ranker: HR@1 {metrics['hr@1']:.4f}, MRR {metrics['mrr']:.4f}, AUC {metrics['roc_auc']:.4f} "
+        f"({train_s:.0f} s, {config.rounds} rounds)")
+    return metrics, trace
+
+
+def central_examples(split: Split, config: FedRankerConfig, spec: ModelSpec, taxonomy: Taxonomy | None
+                     ) -> tuple[RankerExamples, RankerExamples]:
+    """Pooled training and validation queries, each user's with out-of-fold statistics."""
+    stats_of = fold_statistics(split.train, 5, config.seed)
+    parts: dict[str, list[RankerExamples]] = {"train": [], "val": []}
+    for u in split.train:
+        events = list(split.train[u]) + list(split.val.get(u, []))
+        n_train = len(split.train[u])
+        parts["train"].append(ranker_examples(events, stats_of[u], spec.ranker_candidates, spec.intensity_horizon,
+                                              stop=n_train))
+        if len(events) > n_train:
+            parts["val"].append(ranker_examples(events, stats_of[u], spec.ranker_candidates,
+                                                spec.intensity_horizon, start=n_train))
+
+    def join(items: list[RankerExamples]) -> RankerExamples:
+        return RankerExamples(*(np.concatenate([getattr(e, f) for e in items]) for f in
+                                ("features", "mask", "target", "future")))
+
+    return join(parts["train"]), join(parts["val"])
+
+
+def run_central_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, config: FedRankerConfig,
+                       candidates: ItemCandidates, progress: Callable[[str], None] | None = None
+                       ) -> tuple[dict[str, Any], EventTrace]:
+    """The same network trained centrally (TensorFlow, pooled queries), exported and scored with LiteRT."""
+    from vane.server.model import build_model, export_inference_model
+    from vane.server.ranker_model import train_ranker_step
+
+    say = progress or (lambda _: None)
+    spec = ranker_spec(base, config)
+    t0 = time.perf_counter()
+    train, _ = central_examples(split, config, spec, taxonomy)
+    model = build_model(spec)
+    rng = np.random.default_rng(config.seed)
+    for epoch in range(config.central_epochs):
+        order = rng.permutation(len(train))
+        losses = [train_ranker_step(model, train.take(order[i: i + spec.ranker_batch]), config.central_learning_rate)
+                  for i in range(0, len(order), spec.ranker_batch)]
+        say(f"central-ranker epoch {epoch + 1}: loss {np.mean(losses):.4f}")
+    lite = LiteModel.from_bytes(export_inference_model(model), spec)
+    train_s = time.perf_counter() - t0
+    metrics, trace = score_model(lite, population_stats(split.train.values()), split, taxonomy,
+                                 spec.intensity_horizon, candidates)
+    metrics.update({"train_seconds": train_s, "training_queries": len(train), "epochs": config.central_epochs})
+    say(f"central-ranker: HR@1 {metrics['hr@1']:.4f}, MRR {metrics['mrr']:.4f}, AUC {metrics['roc_auc']:.4f}")
+    return metrics, trace
+
+
+__all__ = ["FED_RANKER_METHODS", "FedRankerConfig", "LiteScorer", "run_central_ranker", "run_federated_ranker",
+           "score_model"]
+
+
+def run_ranker_methods(names: Sequence[str], split: Split, taxonomy: Taxonomy, base: ModelSpec,
+                       config: FedRankerConfig, candidates: ItemCandidates, results: dict[str, Any],
+                       num_cpus: int | None, say: Callable[[str], None]) -> dict[str, EventTrace]:
+    """Run the requested :data:`FED_RANKER_METHODS` into ``results`` (metrics and wall times); their traces."""
+    import tempfile
+
+    traces: dict[str, EventTrace] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        if name == "federated-ranker":
+            with tempfile.TemporaryDirectory(prefix="vane-fed-ranker-") as tmp:
+                metrics, trace = run_federated_ranker(split, taxonomy, base, config, candidates, Path(tmp),
+                                                      num_cpus, say)
+        else:
+            metrics, trace = run_central_ranker(split, taxonomy, base, config, candidates, say)
+        results["methods"][name] = metrics
+        results["wall_seconds"][name] = time.perf_counter() - t0
+        traces[name] = trace
+    return traces
