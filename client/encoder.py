@@ -26,8 +26,9 @@ from vane.shared.wordpiece import WordPiece
 #: cost per token is flat beyond a few texts, while the interpreter's arena grows with B x L.
 BATCH = 16
 BATCH_TOKENS = 512
-#: Padded lengths are rounded up to a multiple of this (fewer distinct shapes, fewer re-allocations).
-LENGTH_STEP = 8
+#: Padded lengths are rounded up to a multiple of this. 1: a new shape costs the interpreter little,
+#: while rounding up to 8 cost ~15% more compute on titles (measured: 510 vs 600 titles per CPU second).
+LENGTH_STEP = 1
 _SPLIT = re.compile(r"[-_/.+~:;,=&%!]+")
 _SECOND_LEVEL = frozenset({"co", "com", "org", "net", "gov", "ac", "edu", "ne", "or", "go"})
 _NOISE_WORDS = frozenset({"www", "amp", "html", "htm", "php", "asp", "aspx", "jsp", "cgi", "index", "shtml", "entry"})

@@ -4,12 +4,14 @@ The parent builds the int8 encoder (``vane server export-encoder``: TensorFlow) 
 interest model; the measurements run in a fresh subprocess that never imports TensorFlow, as on a
 device, with one interpreter thread. Titles are HuffPost headlines when the dataset is present
 (``../shared/datasets/huffpost-news-category-head10k``), else built-in ones. Figures are medians on
-this machine (shared by others and noisy: the minimum is printed beside the median where it helps).
+this machine; it is shared, so beside each wall-clock figure the same measure in the process's CPU
+time (``*_cpu_*``: what one uncontended core would take) and the load average are printed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -77,11 +79,12 @@ def measure(encoder_path: str, model_path: str, workdir: str) -> dict[str, float
     short = [t for t, _ in _titles(3000) if len(encoder.tokenizer.encode(t)) <= 32][:300]
     for t in short[:20]:
         encoder.embed_one(t)
-    one = []
+    one, one_cpu = [], []
     for t in short:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         encoder.embed_one(t)
         one.append((time.perf_counter() - start) * 1e3)
+        one_cpu.append((time.process_time() - cpu) * 1e3)
     lengths = [len(encoder.tokenizer.encode(event_text(t, u))) for t, u in _titles(2000)]
     work = Path(workdir)
     tracker = InterestTracker.open(work / "bench.db", key_file=work / "bench.key", model=model_path,
@@ -89,24 +92,27 @@ def measure(encoder_path: str, model_path: str, workdir: str) -> dict[str, float
     cats = [c for c in tracker.taxonomy.names[1:]] if tracker.taxonomy is not None else ["news"]
     for e in _events(30, 0, cats):
         tracker.record(e)
-    timings = []
+    timings, cpu_timings = [], []
     for e in _events(500, 1, cats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         tracker.record(e)
         timings.append((time.perf_counter() - start) * 1e3)
+        cpu_timings.append((time.process_time() - cpu) * 1e3)
     many = _events(10_000, 30, cats)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     tracker.record_many(many)
-    rate = len(many) / (time.perf_counter() - start)
+    rate, cpu_rate = len(many) / (time.perf_counter() - start), len(many) / (time.process_time() - cpu)
     stored = len(tracker.store.embeddings())
     tracker.close()
     return {
         "embed_one_p50_ms": statistics.median(one), "embed_one_min_ms": min(one),
+        "embed_one_cpu_p50_ms": statistics.median(one_cpu),
         "embed_titles_measured": float(len(one)),
         "event_text_tokens_p50": float(statistics.median(lengths)),
         "event_text_tokens_p95": float(_percentile([float(x) for x in lengths], 0.95)),
         "record_p50_ms": statistics.median(timings), "record_p99_ms": _percentile(timings, 0.99),
-        "record_many_events_per_s": rate,
+        "record_cpu_p50_ms": statistics.median(cpu_timings), "record_cpu_p99_ms": _percentile(cpu_timings, 0.99),
+        "record_many_events_per_s": rate, "record_many_events_per_cpu_s": cpu_rate,
         "embeddings_stored": float(stored),
         "tensorflow_imported": float("tensorflow" in sys.modules),
     }
@@ -166,6 +172,7 @@ def run() -> dict[str, float]:
         figures.update(_child("measure_rss", tmp))
         figures["encoder_file_mb"] = encoder_path.stat().st_size / 1e6
         figures["encoder_build_s"] = built.seconds
+        figures["load_average_1min"] = os.getloadavg()[0]
     return figures
 
 
