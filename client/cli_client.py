@@ -214,6 +214,11 @@ from vane.client.cli_model import install_model_command, model_command  # noqa: 
 client_app.command("model")(model_command)
 client_app.command("install-model")(install_model_command)
 
+# `vane client install-encoder` lives in cli_encoder.
+from vane.client.cli_encoder import install_encoder_command  # noqa: E402
+
+client_app.command("install-encoder")(install_encoder_command)
+
 # `vane client extension` lives in cli_extension.
 from vane.client.cli_extension import extension_command  # noqa: E402
 
