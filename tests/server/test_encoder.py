@@ -119,9 +119,10 @@ def test_registry_publishes_a_version_once_and_checks_its_hash(test_encoder: Cac
 @pytest.mark.slow
 def test_export_encoder_cli_prints_parity_size_and_hash_and_publishes(tmp_path: Path) -> None:
     out = tmp_path / "encoder.vane"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-m", "vane.client.cli", "server", "export-encoder", str(out),
-                           "--registry", str(tmp_path / "registry")],
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "300"}
+    vane = [sys.executable, "-c", "import sys; from vane.client.cli import main; sys.argv = ['vane', *sys.argv[1:]]; "
+            "main()"]
+    done = subprocess.run([*vane, "server", "export-encoder", str(out), "--registry", str(tmp_path / "registry")],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     text = done.stdout
@@ -129,6 +130,6 @@ def test_export_encoder_cli_prints_parity_size_and_hash_and_publishes(tmp_path: 
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     assert f"sha256 {digest}" in text and "published minilm-l6-v2.int8." in text
     assert EncoderRegistry(tmp_path / "registry").latest().sha256 == digest  # type: ignore[union-attr]
-    bad = subprocess.run([sys.executable, "-m", "vane.client.cli", "server", "export-encoder", str(out),
-                          "--quantize", "int4"], capture_output=True, text=True, timeout=300, env=env)
+    bad = subprocess.run([*vane, "server", "export-encoder", str(out), "--quantize", "int4"],
+                         capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode != 0 and "--quantize is 'int4'; expected one of int8, f16, none" in bad.stderr + bad.stdout
