@@ -9,7 +9,12 @@ state slot                 holds
 =========================  ==========================================================================
 
 Both are sealed like every state blob of the store (AES-GCM, bound to the store and slot) and
-survive reopening. A correction is a label: :func:`labelled_examples` gives the head's training
+survive reopening. Both are marked *derived* from the events: ``forget`` and retention delete them
+with the events, in the same transaction (a correction names an item and its title, and the head
+may have learnt from the forgotten events), so forgetting leaves no trace of an item here; the head
+is trained again with :func:`train_head`, and corrections made before a deletion are gone.
+
+A correction is a label: :func:`labelled_examples` gives the head's training
 data from the corrections and from the stored events whose categories are Topics paths (rule- or
 app-labelled) and that have a title; a correction of an item wins over that item's stored categories.
 """
@@ -105,7 +110,8 @@ def correct(store: EventStore, seq_or_item: int | str, topic_list: Iterable[obje
     kept = {k: c.to_dict() for k, c in read_corrections(store).items()}
     kept[key] = {"item": key, "topics": list(paths), "title": title}
     store.put_state(CORRECTIONS, json.dumps({k: {"topics": v["topics"], "title": v["title"]}
-                                             for k, v in kept.items()}, ensure_ascii=False).encode("utf-8"))
+                                             for k, v in kept.items()}, ensure_ascii=False).encode("utf-8"),
+                    derived=True)
     return Correction(key, paths, title)
 
 
@@ -119,7 +125,7 @@ def save_head(store: EventStore, head: SoftmaxHead) -> None:
     """Keep ``head`` (sealed)."""
     if head.n_topics != len(head_topics()):
         raise ModelError(f"the head has {head.n_topics} outputs; expected {len(head_topics())} (one per topic)")
-    store.put_state(HEAD, head.to_bytes())
+    store.put_state(HEAD, head.to_bytes(), derived=True)
 
 
 def store_encoder(store: EventStore) -> Encoder | None:

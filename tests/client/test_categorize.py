@@ -221,3 +221,17 @@ def test_tracker_correct_keeps_the_correction_across_reopen(tmp_path: Path):
     with InterestTracker.open(path, key=key) as tracker:
         assert read_corrections(tracker.store)["https://www.cnn.com/x"].topics == (COOKING,)
         assert load_categorizer(tracker.store).categorize(None, "https://www.cnn.com/x").source == "correction"
+
+
+def test_forget_deletes_the_corrections_and_the_head_with_the_events(tmp_path: Path, head):
+    from vane.client.tracker import InterestTracker
+
+    path, key = tmp_path / "f.db", b"\x0e" * 32
+    with InterestTracker.open(path, key=key) as tracker:
+        seq = tracker.record(Event.create("https://secret.example/zq81", ["/News"], T0, title="Secret title zq81"))
+        tracker.correct(seq, [COOKING])
+        save_head(tracker.store, head)
+        tracker.forget(item_id="https://secret.example/zq81")
+        assert read_corrections(tracker.store) == {} and read_head(tracker.store) is None
+    raw = path.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("f.db-*"))
+    assert b"zq81" not in raw
