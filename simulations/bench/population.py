@@ -9,8 +9,8 @@ one process was seen to hang) and prints, as medians over the repeats:
 - ``round_s``: the analytics round as the ServerApp times it (Ray start-up excluded);
 - ``wall_s``: the whole call (recording the device stores, Ray start-up, the round);
 - ``up_kib`` / ``down_kib``: bytes a device sends / receives over the whole round (every SecAgg+ stage);
-- ``max_abs_error``: the largest entry-wise distance from the plain sum of the device counts, and the
-  stated ``tolerance``.
+- ``max_abs_error``: the largest entry-wise distance from the plain sum of the device counts (each
+  history in the tracker's time order, :func:`vane.client.personal.event_key`), and the stated ``tolerance``.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from typing import Any
 
 def _case(dataset: str, max_users: int | None, secure: bool, dp_noise: float | None) -> dict[str, Any]:
     import numpy as np
+    from vane.client.personal import event_key
     from vane.shared.population_artifact import count_vector, stats_vector
     from vane.simulations.population_fed import federated_population_stats
 
     users, taxonomy = _training_users(dataset, max_users)
     stats, info = federated_population_stats(users, taxonomy, secure_aggregation=secure, dp_noise=dp_noise, seed=0)
-    plain = np.sum([count_vector(events, taxonomy) for events in users.values()], axis=0)
+    # The devices count their events in the tracker's time order (same-instant events by event_key).
+    plain = np.sum([count_vector(sorted(events, key=event_key), taxonomy) for events in users.values()], axis=0)
     error = float(np.max(np.abs(info["artifact"].vector - plain)))
     del info["artifact"]
     return {**info, "max-abs-error": error, "taxonomy-size": len(taxonomy), "stats-size": int(len(stats_vector(stats,
