@@ -254,6 +254,9 @@ def run_population_round(grid: Grid, context: Context, taxonomy: Taxonomy, setti
     """
     started = time.perf_counter()
     secure = secagg is not None and secagg.secure_aggregation
+    if secure and devices < 2:
+        raise PrivacyConfigError(f"the population round under SecAgg+ waits for {devices} device(s); SecAgg+ needs "
+                                 "at least 2 (min-available-nodes)")
     asked = max(devices, len(list(grid.get_node_ids())))  # every device connected now (more are not asked)
     quant = Quantisation(asked, settings.population_entry_cap) if secure else None
     size = vector_size(taxonomy)
