@@ -132,37 +132,63 @@ function flush(fromAlarm = false) {
 
 // ---- visits ----------------------------------------------------------------------------------------
 
-const commits = new Map(); // tabId -> {transition, timeMs}
+// tabId -> the commits not yet completed, oldest first: a fast second navigation can commit before
+// the first one's "complete" reaches this worker, so a completion takes the commit of its own URL.
+const commits = new Map();
+const MAX_PENDING = 10;
 
 chrome.webNavigation.onCommitted.addListener((details) => {
   if (details.frameId !== 0) return;
-  const commit = { transition: details.transitionType, timeMs: details.timeStamp || Date.now() };
-  commits.set(details.tabId, commit);
-  chrome.storage.session.set({ ["commit:" + details.tabId]: commit }).catch(() => undefined);
+  const pending = (commits.get(details.tabId) || []).slice(-(MAX_PENDING - 1));
+  pending.push({ url: details.url, transition: details.transitionType, timeMs: details.timeStamp || Date.now() });
+  commits.set(details.tabId, pending);
+  chrome.storage.session.set({ ["commit:" + details.tabId]: pending }).catch(() => undefined);
 });
 
-async function takeCommit(tabId) {
+function originOf(url) {
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.origin : null;
+  } catch (err) {
+    return null;
+  }
+}
+
+async function takeCommit(tabId, url) {
   const key = "commit:" + tabId;
-  let commit = commits.get(tabId);
-  if (!commit) commit = (await chrome.storage.session.get(key))[key];
-  commits.delete(tabId);
-  await chrome.storage.session.remove(key).catch(() => undefined);
+  let pending = commits.get(tabId);
+  if (!pending) pending = (await chrome.storage.session.get(key))[key] || [];
+  if (pending.length === 0) return null;
+  let index = pending.map((c) => c.url).lastIndexOf(url);
+  if (index < 0) {
+    // The URL changed after its commit (in-page navigation): the newest commit of the same origin.
+    // A late "complete" of another page (e.g. the new tab's about:blank) takes nothing.
+    const origin = originOf(url);
+    index = origin ? pending.map((c) => originOf(c.url)).lastIndexOf(origin) : -1;
+    if (index < 0) return null;
+  }
+  const commit = pending[index];
+  const rest = pending.slice(index + 1);
+  commits.set(tabId, rest);
+  await chrome.storage.session.set({ [key]: rest }).catch(() => undefined);
   return commit;
 }
 
+// Visits are taken one at a time, so they enter the queue in the order they completed.
+let visits = Promise.resolve();
 chrome.tabs.onUpdated.addListener((tabId, change, tab) => {
   if (change.status !== "complete") return;
-  handleVisit(tabId, tab).catch((err) => console.warn("vane: visit not queued", err));
+  visits = visits.then(() => handleVisit(tabId, tab)).catch((err) => console.warn("vane: visit not queued", err));
 });
 
 async function handleVisit(tabId, tab) {
-  const commit = await takeCommit(tabId);
+  const commit = await takeCommit(tabId, tab.url || "");
   if (!commit || tab.incognito) return; // no new navigation (e.g. a second "complete"), or private
   const config = await loadConfig();
   const event = visitEvent(tab.url || "", tab.title, commit.timeMs, commit.transition, config);
   if (!event) return;
   await enqueue(event);
-  await flush();
+  flush(); // not awaited: a slow server must not hold up the next visit
 }
 
 chrome.tabs.onRemoved.addListener((tabId) => {
