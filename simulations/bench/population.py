@@ -3,7 +3,7 @@
 ``python -m vane.simulations.bench.population --dataset taobao --secure`` loads the dataset's
 training portion (the evaluation's per-user temporal split and training taxonomy, as
 ``vane sim evaluate`` builds them), runs :func:`vane.simulations.population_fed.federated_population_stats`
-in Flower's Simulation Engine once per repeat (each in a fresh process: a second Flower simulation in
+in Flower's Simulation Engine once per repeat (each in a fresh subprocess: a second Flower simulation in
 one process was seen to hang) and prints, as medians over the repeats:
 
 - ``round_s``: the analytics round as the ServerApp times it (Ray start-up excluded);
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
-from concurrent.futures import ProcessPoolExecutor
+import subprocess
+import sys
 from typing import Any
 
 
@@ -61,11 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secure", action="store_true", help="sum under SecAgg+")
     parser.add_argument("--dp-noise", type=float, default=None, help="Gaussian noise multiplier on the sum")
     parser.add_argument("--repeats", type=int, default=1, help="runs, each in a fresh process; medians are printed")
+    parser.add_argument("--one-case", action="store_true", help="run one case here and print its JSON (internal)")
     args = parser.parse_args(argv)
+    if args.one_case:
+        print(json.dumps(_case(args.dataset, args.max_users, args.secure, args.dp_noise)))
+        return 0
     runs = []
+    command = [sys.executable, "-m", "vane.simulations.bench.population", "--one-case", "--dataset", args.dataset]
+    command += ["--max-users", str(args.max_users)] if args.max_users else []
+    command += ["--secure"] if args.secure else []
+    command += ["--dp-noise", str(args.dp_noise)] if args.dp_noise else []
     for _ in range(args.repeats):
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs.append(pool.submit(_case, args.dataset, args.max_users, args.secure, args.dp_noise).result())
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return done.returncode
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     keys = ("seconds", "wall-seconds", "prepare-seconds", "bytes-per-device", "downlink-bytes-per-device",
             "max-abs-error")
     report = {k: statistics.median(r[k] for r in runs) for k in keys}

@@ -17,7 +17,7 @@ from vane.server.analytics import (
 )
 from vane.server.privacy.accounting import ReleaseAccounting, population_epsilon
 from vane.shared import protocol as p
-from vane.shared.errors import PrivacyConfigError
+from vane.shared.errors import ConfigError, PrivacyConfigError
 from vane.shared.population_artifact import PopulationArtifact, population_version, vector_size
 from vane.shared.taxonomy import Taxonomy
 
@@ -35,7 +35,7 @@ TAX = Taxonomy(["a", "b", "c"])
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(config, words):
-    with pytest.raises(Exception, match=words):
+    with pytest.raises(ConfigError, match=words):  # PrivacyConfigError is a ConfigError
         PopulationSettings.from_run_config(config)
 
 
