@@ -121,12 +121,16 @@ class TrackerBlockMethods:
     _store: EventStore
 
     def blocked(self) -> frozenset[str]:
-        """The blocked topics."""
+        """The blocked topics (read from the store once, then kept: a closed tracker still answers)."""
         with self._lock:
-            return stored_blocks(self._store)
+            cached: frozenset[str] | None = getattr(self, "_blocked_cache", None)
+            if cached is None:
+                cached = self._blocked_cache = stored_blocks(self._store)
+            return cached
 
     def _save_blocks(self, topics: frozenset[str]) -> None:
         self._store.put_state(BLOCKED, json.dumps(sorted(topics), ensure_ascii=False).encode("utf-8"))
+        self._blocked_cache = frozenset(topics)
 
     def block(self, topic: str) -> bool:
         """Block ``topic`` (see :mod:`vane.client.blocks`); False when it already was. Its events stay stored."""
