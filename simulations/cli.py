@@ -58,6 +58,18 @@ def bench_client_command(
     _exit_on_missed(TARGETS, figures)
 
 
+@bench_app.command("ranker")
+def bench_ranker_command(
+    categories: int = typer.Option(256, min=2, help="Taxonomy size of the benchmark model."),
+) -> None:
+    """The candidate ranker's per-event cost on the device: features, LiteRT rank, record() beside it."""
+    from vane.simulations.bench.ranker import TARGETS, print_report, run
+
+    figures = run(num_categories=categories)
+    print_report(figures)
+    _exit_on_missed(TARGETS, figures)
+
+
 @bench_app.command("encoder")
 def bench_encoder_command() -> None:
     """Text encoder: build time, file size, embed one title, record()/record_many() with it, RSS with 10k events."""
@@ -163,6 +175,7 @@ def evaluate_command(
     taxonomy_size: int = typer.Option(256, min=2, help="Largest taxonomy, 'other' included."),
     new_users: bool = typer.Option(True, "--new-users/--no-new-users",
                                    help="Also evaluate the baselines and LightGBM on users held out of training."),
+    ranker_rounds: int = typer.Option(20, min=1, help="Federated rounds of federated-ranker."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Every method on one temporal split: next interest, intensity and sampled next item."""
@@ -178,7 +191,7 @@ def evaluate_command(
     config = EvaluationConfig(
         dataset=dataset.strip().lower(), data=data, seed=seed, max_users=max_users, rounds=rounds, methods=chosen,
         epochs=epochs, local_epochs=local_epochs, fed_local_epochs=fed_epochs, fraction=fraction,
-        taxonomy_size=taxonomy_size, new_users=new_users,
+        taxonomy_size=taxonomy_size, new_users=new_users, ranker_rounds=ranker_rounds,
     )
     with MethodProgress(chosen) as phases:
         results = run_evaluation(config, out, progress=phases.say)

@@ -99,24 +99,33 @@ def score_model(model: LiteModel, stats: PopulationStats, split: Split, taxonomy
     scorer = LiteScorer(model)
     probs: list[dict[str, float]] = []
     intensity_rows: list[np.ndarray] = []
+    # A category that is no candidate gets a thousandth of its population share (it ranks below every
+    # candidate, and popular ones above rare ones).
+    prior = np.array([1e-3 * stats.share(name) for name in taxonomy.names])
 
-    def keep(_: str, p: dict[str, float]) -> None:
+    def keep(variant: str, p: dict[str, float]) -> None:
+        if variant != "query-time":
+            return
         probs.append(p)
-        row = np.zeros(len(taxonomy))
+        row = prior.copy()
         for name, value in zip(p, scorer.last_intensity, strict=False):
             i = taxonomy.index(name) if name in taxonomy else 0
             row[i] = max(row[i], float(value))
         intensity_rows.append(row)
 
     sequences = evaluation_sequences(split)
-    traces = score_sequences({"query-time": scorer}, stats, sequences, keep)  # type: ignore[dict-item]
+    # The strict variant asks the same model at the time of the event before (not what it was trained for).
+    traces = score_sequences({"query-time": scorer, "strict": LiteScorer(model)}, stats, sequences,  # type: ignore[dict-item]
+                             keep)
     trace = traces["query-time"]
+    strict = ranking_metrics(np.asarray(traces["strict"].ranks))
     truth = intensity_truth(sequences, taxonomy, horizon)
     item_ranks = np.asarray([sampled_item_rank(candidates.scores(row, p)) for row, p in enumerate(probs)])
     metrics = {**ranking_metrics(np.asarray(trace.ranks)), "item_hr@10": hit_rate_from_ranks(item_ranks, 10),
                "item_ndcg@10": ndcg_from_ranks(item_ranks, 10),
                "roc_auc": roc_auc(truth, np.stack(intensity_rows)) if intensity_rows else float("nan"),
-               **dict.fromkeys(("accuracy", "recall", "f1"), float("nan"))}
+               **dict.fromkeys(("accuracy", "recall", "f1"), float("nan")),
+               "strict_hr@1": strict["hr@1"], "strict_mrr": strict["mrr"]}
     return metrics, trace
 
 
