@@ -33,15 +33,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from vane.client.answers import Prediction, Recommendation
-from vane.client.blocks import (
-    TrackerBlockMethods,
-    unblocked_candidates,
-    unblocked_interests,
-    unblocked_prediction,
-    widen,
-)
+from vane.client.blocks import TrackerBlockMethods, unblocked_candidates
 from vane.client.embeddings import EmbeddingEventStore, EncoderSource, embedding_store
 from vane.client.files import write_export
+from vane.client.levels import answer_width, check_level, interests_at, prediction_at, shifts_at
 from vane.client.model_state import ModelState
 from vane.client.persistence import ModelSource, TaxonomySource, TrackerSlots, choose_model
 from vane.client.personal import PersonalState
@@ -265,37 +260,44 @@ class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
         self.close()
 
     # ---- answering ------------------------------------------------------------------------------
-    def interests(self, k: int = 5) -> InterestProfile:
+    def interests(self, k: int = 5, level: str = "full") -> InterestProfile:
         """What the person is into now: the top ``k`` categories with the events behind them.
 
-        See :meth:`NextInterestPredictor.interests` for how they are ranked.
+        See :meth:`NextInterestPredictor.interests` for how they are ranked; ``level="top"`` rolls them
+        up to the top-level topics (:mod:`vane.client.levels`).
         """
+        level = check_level(level)
         with self._lock:
             self.refresh()
             blocked = self.blocked()  # never a blocked topic (vane.client.blocks)
-            found = self.predictor.interests(self._state.personal, self._lstm.interest, widen(k, blocked),
-                                             self._half_life_s, self.ranked_now())
-            return unblocked_interests(found, blocked, k)
+            found = self.predictor.interests(self._state.personal, self._lstm.interest,
+                                             answer_width(k, blocked, level), self._half_life_s, self.ranked_now())
+            return interests_at(found, blocked, k, level)
 
-    def predict(self, k: int = 5, at: Any = None) -> Prediction:
+    def predict(self, k: int = 5, at: Any = None, level: str = "full") -> Prediction:
         """What comes next: the next-interest distribution and the next-window intensity.
 
         With a model that has the candidate ranker, both come from it, asked at time ``at`` (default:
-        now; a datetime or Unix seconds), with the reasons of each top category.
+        now; a datetime or Unix seconds), with the reasons of each top category. ``level="top"``: see
+        :mod:`vane.client.levels`.
         """
+        level = check_level(level)
         with self._lock:
             self.refresh()
             blocked = self.blocked()
+            width = answer_width(k, blocked, level)
             ranker = self.ranked_now(None if at is None else to_unix(at, "at"), explain=k + len(blocked))
             found = self.predictor.predict(self._state.personal, self._lstm.interest, self._lstm.intensity,
-                                           widen(k, blocked), ranker)
-            return unblocked_prediction(found, blocked, k)
+                                           width, ranker)
+            return prediction_at(found, blocked, k, level)
 
-    def shifts(self) -> list[Shift]:
-        """Detected interest shifts, oldest first."""
+    def shifts(self, level: str = "full") -> list[Shift]:
+        """Detected interest shifts, oldest first (``level="top"``: between top-level topics, :mod:`.levels`)."""
+        level = check_level(level)
         with self._lock:
             self._state.sync()
-            return list(self._state.personal.detector.shifts)
+            return shifts_at(self._state, self._detector_config, level,
+                             lambda: list(self._state.personal.detector.shifts))
 
     def recommend(self, candidates: Iterable[Candidate], k: int = 10) -> list[Recommendation]:
         """Rank candidate items by predicted interest in their categories.
