@@ -17,7 +17,9 @@ from typing import Any
 
 from vane.simulations.collector import CATEGORY_METRICS as METRICS
 
-DEMO_METHODS = ("popularity", "decayed-frequency", "repeat-last", "markov", "federated-lstm")
+DEMO_METHODS = ("popularity", "decayed-frequency", "repeat-last", "markov", "federated-lstm", "federated-ranker")
+#: The federated models (the rest are the baselines an app could run alone).
+FEDERATED = ("federated-lstm", "federated-ranker")
 
 
 def run_demo(out_dir: str | Path | None = None, users: int = 40, rounds: int = 5, seed: int = 0) -> int:
@@ -35,7 +37,7 @@ def run_demo(out_dir: str | Path | None = None, users: int = 40, rounds: int = 5
     console.print(f"{users} simulated devices, {rounds} Flower rounds, report in {out}/")
     started = time.perf_counter()
     config = EvaluationConfig(dataset="synthetic", seed=seed, max_users=users, rounds=rounds, methods=DEMO_METHODS,
-                              taxonomy_size=64, fed_local_epochs=5)
+                              taxonomy_size=64, fed_local_epochs=5, ranker_rounds=rounds, new_users=False)
     with MethodProgress(DEMO_METHODS) as phases:
         results = run_evaluation(config, out, progress=phases.say)
     methods: dict[str, Any] = results["methods"]
@@ -43,18 +45,20 @@ def run_demo(out_dir: str | Path | None = None, users: int = 40, rounds: int = 5
     table.add_column("method")
     for metric in METRICS:
         table.add_column(metric.upper(), justify="right")
-    best_baseline = max((m for m in methods if m != "federated-lstm"), key=lambda m: methods[m]["mrr"])
+    best_baseline = max((m for m in methods if m not in FEDERATED), key=lambda m: methods[m]["mrr"])
     for name in DEMO_METHODS:
         scores = methods[name]
-        style = "bold green" if name == "federated-lstm" else ("bold" if name == best_baseline else "")
+        style = "bold green" if name == "federated-ranker" else ("bold" if name == best_baseline else "")
         table.add_row(name, *(f"{scores[m]:.3f}" for m in METRICS), style=style)
     console.print(table)
-    fed, base = methods["federated-lstm"], methods[best_baseline]
-    console.print(f"federated LSTM vs best baseline ({best_baseline}): HR@1 x{fed['hr@1'] / base['hr@1']:.2f}, "
-                  f"MRR x{fed['mrr'] / base['mrr']:.2f}")
+    fed, base = methods["federated-ranker"], methods[best_baseline]
+    lstm = methods["federated-lstm"]
+    console.print(f"[bold]federated ranker vs best baseline ({best_baseline}): HR@1 x{fed['hr@1'] / base['hr@1']:.2f}, "
+                  f"MRR x{fed['mrr'] / base['mrr']:.2f}[/bold] "
+                  f"(federated LSTM: HR@1 x{lstm['hr@1'] / base['hr@1']:.2f})")
     plots = ", ".join(p for p in results["outputs"] if p.endswith(".png"))
     console.print(f"report: {out / 'report.md'}; plots: {plots}")
     console.print(f"finished in {time.perf_counter() - started:.0f} s")
-    (out / "demo.json").write_text(json.dumps({"best_baseline": best_baseline, "federated": fed, "baseline": base},
-                                              indent=1))
+    (out / "demo.json").write_text(json.dumps({"best_baseline": best_baseline, "federated_ranker": fed,
+                                               "federated_lstm": lstm, "baseline": base}, indent=1, default=str))
     return 0

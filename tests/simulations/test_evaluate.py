@@ -165,3 +165,24 @@ def test_unknown_method_is_named_with_the_known_ones(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "'gbdt'" in err and "lightgbm-strict" in err and "repeat-last" in err
+
+
+@pytest.mark.slow
+def test_short_cli_evaluation_of_the_federated_and_central_ranker(tmp_path, capsys):
+    if not TAOBAO_PATH.exists():
+        print(f"skipping: {TAOBAO_PATH} is missing")
+        pytest.skip(f"{TAOBAO_PATH} is missing")
+    from vane.client import cli
+
+    chosen = "repeat-last,federated-ranker,central-ranker"
+    code = cli.run(["sim", "evaluate", "--dataset", "taobao", "--out", str(tmp_path), "--max-users", "20",
+                    "--methods", chosen, "--ranker-rounds", "2", "--no-new-users"])
+
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "results.json").read_text())
+    fed, central = saved["methods"]["federated-ranker"], saved["methods"]["central-ranker"]
+    for metrics in (fed, central):
+        assert 0.0 < metrics["hr@1"] <= metrics["hr@5"] <= 1.0 and 0.5 < metrics["roc_auc"] <= 1.0
+    assert fed["rounds"] == 2 and fed["statistics_devices"] == fed["devices"] == 20
+    assert set(saved["slices"]["methods"]) == set(chosen.split(","))
+    assert "| federated-ranker |" in (tmp_path / "report.md").read_text()
