@@ -114,6 +114,7 @@ def federated_population_stats(
     client_mods: Sequence[Any] = (),
     num_cpus: int | None = None,
     isolated: bool = False,
+    secagg_shares: int = MAX_SHARES,
 ) -> tuple[PopulationStats, dict[str, Any]]:
     """Sum every user's popularity and transition counts with Flower; returns the statistics and the run's figures.
 
@@ -143,6 +144,9 @@ def federated_population_stats(
         Flower mods around every ClientApp call (e.g. the message audit's recorder).
     num_cpus : int, optional
         CPUs for Ray (default all); one ClientApp actor per CPU.
+    secagg_shares : int, default 31
+        SecAgg+ neighbours per device when there are more devices than this (odd, at least 3); below it
+        every device shares with all others.
     isolated : bool, default False
         Run in a fresh (spawned) process: a second Flower simulation in one process was seen to hang
         (:func:`vane.simulations.federation.run_isolated`). ``progress`` must then be picklable (or a bool).
@@ -163,7 +167,7 @@ def federated_population_stats(
         kwargs: dict[str, Any] = {
             "secure_aggregation": secure_aggregation, "dp_noise": dp_noise, "seed": seed, "progress": progress,
             "clip_norm": clip_norm, "entry_cap": entry_cap, "dp_delta": dp_delta, "workdir": workdir,
-            "client_mods": list(client_mods), "num_cpus": num_cpus}
+            "client_mods": list(client_mods), "num_cpus": num_cpus, "secagg_shares": secagg_shares}
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             histories = {u: list(events) for u, events in histories.items()}
             return pool.submit(federated_population_stats, histories, taxonomy, **kwargs).result()
@@ -177,9 +181,10 @@ def federated_population_stats(
 
     settings = PopulationSettings(True, entry_cap, clip_norm, z, dp_delta)  # validates before anything starts
     n = len(histories)
-    shares = float(n) if n <= MAX_SHARES else float(MAX_SHARES)
+    if secagg_shares < 3 or secagg_shares % 2 == 0:
+        raise ValueError(f"secagg_shares is {secagg_shares}; expected an odd count >= 3")
     secagg = SecAggSettings(secure_aggregation=secure_aggregation,
-                            secagg_num_shares=1.0 if n <= MAX_SHARES else shares,
+                            secagg_num_shares=1.0 if n <= secagg_shares else float(secagg_shares),
                             secagg_reconstruction_threshold=0.67)
     with tempfile.TemporaryDirectory(prefix="vane-population-") as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)
