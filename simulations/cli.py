@@ -46,6 +46,18 @@ def bench_model_command(
     _exit_on_missed(TARGETS, result)
 
 
+@bench_app.command("text-model")
+def bench_text_model_command(
+    text_dim: int = typer.Option(384, min=1, help="Width of the text embedding (384: the MiniLM encoder)."),
+    text_proj: int = typer.Option(16, min=1, help="Width of its trainable projection into the LSTM input."),
+    train_steps: int = typer.Option(100, min=0, help="TF steps on synthetic sessions before each export."),
+) -> None:
+    """The default interest model without and with the text input: sizes, step latency, training speed, RSS."""
+    from vane.simulations.bench.text_model import print_report, run
+
+    print_report(run(text_dim=text_dim, text_proj=text_proj, train_steps=train_steps))
+
+
 @bench_app.command("client")
 def bench_client_command(
     categories: int = typer.Option(64, min=2, help="Taxonomy size of the benchmark model."),
@@ -175,7 +187,7 @@ def evaluate_command(
     taxonomy_size: int = typer.Option(256, min=2, help="Largest taxonomy, 'other' included."),
     new_users: bool = typer.Option(True, "--new-users/--no-new-users",
                                    help="Also evaluate the baselines and LightGBM on users held out of training."),
-    ranker_rounds: int = typer.Option(20, min=1, help="Federated rounds of federated-ranker."),
+    ranker_rounds: int = typer.Option(8, min=1, help="Federated rounds of federated-ranker."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Every method on one temporal split: next interest, intensity and sampled next item."""

@@ -131,7 +131,7 @@ class EvaluationConfig:
     mix_grid_step : float, default 0.1
         Resolution of the candidate blends the federated devices score (``mix-grid-step``; 0.1 is the
         central tuning's grid, 1,001 candidates).
-    ranker_rounds : int, default 20
+    ranker_rounds : int, default 8
         Federated rounds of ``federated-ranker`` (after its federated-analytics round).
     new_users : bool, default True
         Also run the new-user evaluation (users held out of training, their first 20 events) for the
@@ -158,7 +158,7 @@ class EvaluationConfig:
     mix_grid_step: float = 0.1
     num_cpus: int | None = None
     new_users: bool = True
-    ranker_rounds: int = 20
+    ranker_rounds: int = 8
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]

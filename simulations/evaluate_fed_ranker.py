@@ -59,9 +59,9 @@ class FedRankerConfig:
     """
 
     units: int = 64
-    rounds: int = 20
-    local_epochs: int = 5
-    learning_rate: float = 0.003
+    rounds: int = 8
+    local_epochs: int = 15
+    learning_rate: float = 0.005
     strategy: str = "fedavg"
     secure: bool = True
     central_epochs: int = 4
