@@ -4,12 +4,16 @@ Each kept event advances it in constant time through the LiteRT ``step`` signatu
 through chunked ``infer`` (the same numbers). It is a cache of replaying the stored events: when it
 cannot be advanced exactly (new weights, an incompatible model, events forgotten) it is marked
 ``stale`` and rebuilt once from the whole history before it is read.
+
+A model whose spec has ``text_dim`` also reads each event's text embedding, looked up by the event's
+store ``seq`` in ``embeddings`` (the tracker passes its store's sealed embeddings); an event without one,
+or a caller that gives no seqs, reads zeros.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 from vane.client.runtime import LiteModel
@@ -20,6 +24,8 @@ from vane.shared.features import Featurizer
 
 #: Events featurised and run through ``infer`` at once (rounded to whole windows).
 _CHUNK = 1024
+#: Looks up stored text embeddings by seq: ``seq -> float32[dims]`` for those that have one.
+EmbeddingLookup: TypeAlias = Callable[[Iterable[int]], Mapping[int, np.ndarray]]
 
 
 class ModelState:
@@ -42,11 +48,15 @@ class ModelState:
         step with the events (:mod:`vane.client.ranker`); None otherwise.
     candidates_stale : bool
         Only the candidate state must be rebuilt (a saved state restored: it is not saved).
+    embeddings : callable or None
+        The stored text embeddings by seq (for a model with ``text_dim``).
     """
 
-    def __init__(self, model: LiteModel | None, featurizer: Featurizer | None) -> None:
+    def __init__(self, model: LiteModel | None, featurizer: Featurizer | None,
+                 embeddings: EmbeddingLookup | None = None) -> None:
         self.model = model
         self.featurizer = featurizer
+        self.embeddings = embeddings
         self.h: np.ndarray | None = None
         self.c: np.ndarray | None = None
         self.interest: np.ndarray | None = None
@@ -80,20 +90,35 @@ class ModelState:
         if self.model is not None:
             self.stale = True
 
-    def step(self, event: Event, previous_time: float | None) -> None:
-        """Advance through one event (``previous_time``: Unix time of the event before it)."""
+    def texts(self, seqs: Sequence[int] | None) -> np.ndarray | None:
+        """The text embeddings of the events ``seqs`` as ``(N, text_dim)`` rows, zeros where an event has none
+        (or one of another width); None when the model reads no text, or without seqs or a lookup."""
+        spec = None if self.model is None else self.model.spec
+        if spec is None or not spec.text_dim or seqs is None or self.embeddings is None:
+            return None
+        found = self.embeddings(seqs)
+        out = np.zeros((len(seqs), spec.text_dim), np.float32)
+        for i, seq in enumerate(seqs):
+            vector = found.get(seq)
+            if vector is not None and vector.shape == (spec.text_dim,):
+                out[i] = vector
+        return out
+
+    def step(self, event: Event, previous_time: float | None, seq: int | None = None) -> None:
+        """Advance through one event (``previous_time``: Unix time of the event before it; ``seq``: its store seq)."""
         if self.model is None or self.featurizer is None or self.stale:
             self.mark_stale()
             return
-        feats = self.featurizer.encode([event], previous_time=previous_time)
+        feats = self.featurizer.encode([event], previous_time, self.texts(None if seq is None else [seq]))
         h, c = self._state()
         out = self.model.step(feats, h, c)
         self.interest, self.intensity, self.h, self.c = out.interest, out.intensity, out.h, out.c
         if self.candidates is not None and not self.candidates_stale:
             self.candidates.observe(event)
 
-    def run(self, events: Sequence[Event], previous_time: float | None = None) -> None:
-        """Advance through many events with chunked ``infer`` (identical to :meth:`step` for each)."""
+    def run(self, events: Sequence[Event], previous_time: float | None = None,
+            seqs: Sequence[int] | None = None) -> None:
+        """Advance through many events (their store ``seqs``) with chunked ``infer`` (identical to :meth:`step`)."""
         if self.model is None or self.featurizer is None or self.stale:
             self.mark_stale()
             return
@@ -105,7 +130,8 @@ class ModelState:
         size = self.model.spec.window * max(1, _CHUNK // self.model.spec.window)
         for start in range(0, len(events), size):
             prev = previous_time if start == 0 else events[start - 1].unix_time
-            out = self.model.infer_sequence(self.featurizer.encode(list(events[start:start + size]), prev), h, c)
+            texts = self.texts(None if seqs is None else seqs[start:start + size])
+            out = self.model.infer_sequence(self.featurizer.encode(list(events[start:start + size]), prev, texts), h, c)
             h, c, interest, intensity = out.h, out.c, out.interest[-1].copy(), out.intensity[-1].copy()
         self.h, self.c, self.interest, self.intensity = h, c, interest, intensity
         if self.candidates is not None and not self.candidates_stale:
@@ -119,8 +145,8 @@ class ModelState:
         for event in events if self.candidates is not None else ():
             self.candidates.observe(event)
 
-    def rebuild(self, events: Sequence[Event]) -> None:
-        """Recompute the state from the whole history ``events``, once."""
+    def rebuild(self, events: Sequence[Event], seqs: Sequence[int] | None = None) -> None:
+        """Recompute the state from the whole history ``events`` (their store ``seqs``), once."""
         self.h = self.c = self.interest = self.intensity = None
         self.stale = False
         self.candidates = CandidateState() if self.model is not None and self.model.has_ranker else None
@@ -128,7 +154,7 @@ class ModelState:
         if self.model is None or self.featurizer is None:
             return
         self.h, self.c = self.model.zero_state(1)
-        self.run(events)
+        self.run(events, seqs=seqs)
 
     def _state(self) -> tuple[np.ndarray, np.ndarray]:
         if self.h is None or self.c is None:

@@ -173,6 +173,7 @@ class LiteModel:
                 kind=_i32(f.kind, (1,)),
                 h=_f32(h),
                 c=_f32(c),
+                **self._text(f, (1, self.spec.text_dim)),
             )
         return Prediction(out["interest"][0], out["intensity"][0], out["h"], out["c"])
 
@@ -196,11 +197,13 @@ class LiteModel:
             c = self.zero_state(batch)[1]
         padded = -(-max(length, 1) // window) * window
         arrays = [_pad_time(_i32(getattr(features, key)), padded) for key in _FEATURE_KEYS]
+        text = {key: _pad_time(a, padded) for key, a in self._text(features, (batch, length, -1)).items()}
         mask_arr = _pad_time(mask_arr, padded)
         interest, intensity = [], []
         for start in range(0, padded, window):
             chunk = slice(start, start + window)
             inputs = {key: np.ascontiguousarray(a[:, chunk]) for key, a in zip(_FEATURE_KEYS, arrays, strict=True)}
+            inputs.update({key: np.ascontiguousarray(a[:, chunk]) for key, a in text.items()})
             with self._lock:
                 out = self._signatures["infer"](**inputs, mask=np.ascontiguousarray(mask_arr[:, chunk]), h0=h, c0=c)
             h, c = out["h"], out["c"]
@@ -260,8 +263,18 @@ class LiteModel:
                 intensity=_f32(batch.intensity),
                 weight=_f32(batch.weight),
                 lr=rate,
+                **self._text(f, (*np.shape(f.item), -1)),
             )
         return float(np.asarray(out["loss"]).reshape(-1)[0])
+
+    def _text(self, f: Features, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """The ``text`` input for a spec with ``text_dim`` (zeros when ``f`` carries none), else nothing."""
+        dims = self.spec.text_dim
+        if not dims:
+            return {}
+        if f.text is None:
+            return {Features.TEXT: np.zeros(tuple(dims if n == -1 else n for n in shape), np.float32)}
+        return {Features.TEXT: _f32(f.text).reshape(shape)}
 
     # -- the candidate ranker -------------------------------------------------
 

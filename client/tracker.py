@@ -83,7 +83,7 @@ class InterestTracker(TrackerModelMethods, TrackerBlockMethods):
         self._detector_config = dict(detector_config)
         self._lock = threading.RLock()
         featurizer = Featurizer(model.spec, taxonomy) if model is not None and taxonomy is not None else None
-        self._lstm = ModelState(model, featurizer)
+        self._lstm = ModelState(model, featurizer, getattr(store, "embeddings", None))  # text for text_dim models
         # A partial, not the bound new_personal_state: no cycle keeps a closed tracker (and its arrays) alive.
         self._state = TrackerState(store, partial(PersonalState.new, half_life_s, self._detector_config),
                                    self._lstm, model_version)

@@ -130,13 +130,15 @@ class TrackerModelMethods:
         with self._lock:
             model = self._lstm.require_model()
             assert self._lstm.featurizer is not None
-            stored = [ev for _, ev in self._state.time_ordered()]
+            items = self._state.time_ordered()
+            stored = [ev for _, ev in items]
             # Events whose categories are all blocked are never trained on (vane.client.blocks).
             events = trainable_events(stored, stored_blocks(self._state.slots.store))
+            seq_of = {id(ev): seq for seq, ev in items}  # (the same Event objects: their store seqs, for text)
             result = TrainResult(float("nan"), 0, 0, epochs, holdout_size(len(events), holdout_fraction))
             if parts in ("all", "lstm"):
                 result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed,
-                                     holdout_fraction)
+                                     holdout_fraction, self._lstm.texts([seq_of[id(ev)] for ev in events]))
             if parts in ("all", "ranker") and model.has_ranker:
                 stats = training_population(self._state.slots.population(), self._taxonomy, stored)
                 ranked = train_ranker_local(model, events, stats, epochs, learning_rate or model.spec.learning_rate,
@@ -155,5 +157,7 @@ class TrackerModelMethods:
         See :func:`vane.client.training.evaluate_local` for the metrics, and ``mix_candidates``.
         """
         with self._lock:
-            return evaluate_local(self._state.time_ordered(), self.new_personal_state, self.predictor, self._lstm.model,
-                                  self._lstm.featurizer, holdout_fraction, ks, mix_candidates)
+            items = self._state.time_ordered()
+            return evaluate_local(items, self.new_personal_state, self.predictor, self._lstm.model,
+                                  self._lstm.featurizer, holdout_fraction, ks, mix_candidates,
+                                  self._lstm.texts([seq for seq, _ in items]))

@@ -202,7 +202,7 @@ class TrackerState:
         """Take one kept event (stored as ``seq``), newer than every event taken before."""
         previous = self.personal.last_time
         self.personal.update(seq, event)
-        self.lstm.step(event, previous)
+        self.lstm.step(event, previous, seq)
         self.covered_seq = max(self.covered_seq, seq)
 
     def advance_many(self, items: list[tuple[int, Event]]) -> None:
@@ -212,7 +212,7 @@ class TrackerState:
         elif len(items) > _BLOCK and not self.lstm.stale:
             previous = self.personal.last_time
             self.personal.update_many(items)
-            self.lstm.run([ev for _, ev in items], previous_time=previous)
+            self.lstm.run([ev for _, ev in items], previous_time=previous, seqs=[seq for seq, _ in items])
         else:
             for seq, ev in items:
                 self.advance(seq, ev)
@@ -248,7 +248,8 @@ class TrackerState:
 
     def rebuild_model(self) -> None:
         """Recompute the LSTM state from the whole stored history (in time order), once."""
-        self.lstm.rebuild([ev for _, ev in self.time_ordered()] if self.lstm.model is not None else [])
+        items = self.time_ordered() if self.lstm.model is not None else []
+        self.lstm.rebuild([ev for _, ev in items], [seq for seq, _ in items])
 
     def replay(self) -> None:
         """Rebuild everything from the stored events, in time order (after deletions, insertions, old states)."""
@@ -263,7 +264,7 @@ class TrackerState:
             self.personal.update_many(kept)
         self.personal.newest = timeline[-1][2] if timeline else None
         self.covered_seq = max((seq for _, seq, _ in timeline), default=0)
-        self.lstm.rebuild([ev for _, ev in kept] if self.lstm.model is not None else [])
+        self.lstm.rebuild([ev for _, ev in kept] if self.lstm.model is not None else [], [seq for seq, _ in kept])
 
     def save(self) -> None:
         """Persist the state, labelled with the model version it was computed with."""

@@ -83,8 +83,12 @@ def window_states(model: LiteModel, windows: Features) -> tuple[np.ndarray, np.n
 
 
 def train_local(model: LiteModel, featurizer: Featurizer, events: Sequence[Event], epochs: int = 1,
-                learning_rate: float | None = None, seed: int = 0, holdout_fraction: float = 0.1) -> TrainResult:
+                learning_rate: float | None = None, seed: int = 0, holdout_fraction: float = 0.1,
+                text: np.ndarray | None = None) -> TrainResult:
     """Train ``model`` on ``events`` (oldest first) through the LiteRT ``train`` signature.
+
+    ``text``: the events' text embeddings, ``(len(events), text_dim)``, for a model with ``text_dim``
+    (zeros when omitted).
 
     The newest :func:`holdout_size` events are never trained on. Windows carry the LSTM state of
     the windows before them, recomputed with the current weights at the start of every epoch.
@@ -106,7 +110,7 @@ def train_local(model: LiteModel, featurizer: Featurizer, events: Sequence[Event
     if len(train) < 2:
         raise ConfigError(f"need at least 2 events to train on (each example is an event and the one after it); "
                           f"have {len(train)} after holding out the newest {holdout} of {len(events)} for evaluation")
-    feats = featurizer.encode(train)
+    feats = featurizer.encode(train, text=None if text is None else text[: len(train)])
     interest, intensity, valid = featurizer.targets(train)
     wf, wi, wn, ww = make_windows(feats, interest, intensity, valid, spec.window)
     rng = np.random.default_rng(seed)
@@ -126,7 +130,7 @@ def train_local(model: LiteModel, featurizer: Featurizer, events: Sequence[Event
 def evaluate_local(events: Sequence[tuple[int, Event]], new_personal: Callable[[], PersonalState],
                    predictor: NextInterestPredictor, model: LiteModel | None, featurizer: Featurizer | None,
                    holdout_fraction: float = 0.1, ks: tuple[int, ...] = (1, 5, 10),
-                   mix_candidates: Sequence[Sequence[float]] = ()) -> dict[str, float]:
+                   mix_candidates: Sequence[Sequence[float]] = (), text: np.ndarray | None = None) -> dict[str, float]:
     """Metrics on the held-out newest ``events``, each predicted from everything before it.
 
     Parameters
@@ -145,6 +149,8 @@ def evaluate_local(events: Sequence[tuple[int, Event]], new_personal: Callable[[
         Cut-offs of the hit rates.
     mix_candidates : sequence of weights
         Candidate blends (weights in ``MIX_FIELDS`` order, e.g. ``mix_grid(0.25)``) to score too.
+    text : ndarray, optional
+        The events' text embeddings, ``(len(events), text_dim)``, for a model with ``text_dim``.
 
     Returns
     -------
@@ -165,7 +171,7 @@ def evaluate_local(events: Sequence[tuple[int, Event]], new_personal: Callable[[
     interest = None
     if model is not None and featurizer is not None:
         h, c = model.zero_state(1)
-        feats = featurizer.encode(plain)
+        feats = featurizer.encode(plain, text=text)
         out = model.infer_sequence(feats.rows(0, cut), h, c)
         h, c, interest, last_intensity = out.h, out.c, out.interest[-1], out.intensity[-1]
         _, target_intensity, _ = featurizer.targets(plain)

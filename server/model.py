@@ -15,6 +15,10 @@ The training export has these signatures, all with TFLite builtins only:
 ``spec_info``        the ModelSpec as UTF-8 JSON bytes, so a runtime can refuse a mismatching model
 ``rank``, ``train_ranker``  with a ranker in the spec: see :mod:`vane.server.ranker_model`
 
+With ``spec.text_dim`` the event's text embedding is one more input, ``text`` (float32, ``(..., text_dim)``)
+of ``infer``, ``step`` and ``train``: projected by ``text/kernel`` and ``text/bias`` and concatenated to the
+other embeddings (:mod:`vane.server.text_input`).
+
 Inference exports have only ``infer``, ``step``, ``spec_info`` (and ``rank``).
 """
 
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from vane.server.ranker_model import add_ranker
+from vane.server.text_input import project_text, text_array, text_specs
 from vane.shared.errors import ModelError
 from vane.shared.features import Features, TrainingBatch
 from vane.shared.spec import ModelSpec
@@ -116,18 +121,19 @@ class InterestModel(tf.Module):  # type: ignore[misc]
 
     # -- the network --------------------------------------------------------
 
-    def _embed(self, cats: tf.Tensor, item: tf.Tensor, tokens: tf.Tensor, gap: tf.Tensor, kind: tf.Tensor) -> tf.Tensor:
+    def _embed(self, cats: tf.Tensor, item: tf.Tensor, tokens: tf.Tensor, gap: tf.Tensor, kind: tf.Tensor,
+               text: tf.Tensor | None = None) -> tf.Tensor:
         emb_cat, emb_item, emb_tok, emb_gap, emb_kind = self.params[:5]
-        return tf.concat(
-            [
-                _masked_mean(emb_cat, cats),
-                tf.gather(emb_item, item),
-                _masked_mean(emb_tok, tokens),
-                tf.gather(emb_gap, gap),
-                tf.gather(emb_kind, kind),
-            ],
-            axis=-1,
-        )
+        parts = [
+            _masked_mean(emb_cat, cats),
+            tf.gather(emb_item, item),
+            _masked_mean(emb_tok, tokens),
+            tf.gather(emb_gap, gap),
+            tf.gather(emb_kind, kind),
+        ]
+        if text is not None:
+            parts.append(project_text(text, *self.params[12:14]))
+        return tf.concat(parts, axis=-1)
 
     def _cell(self, x_proj: tf.Tensor, h: tf.Tensor, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One LSTM step; ``x_proj`` already holds ``x @ kernel + bias``."""
@@ -205,19 +211,19 @@ class InterestModel(tf.Module):  # type: ignore[misc]
         i32, f32 = tf.int32, tf.float32
         S = tf.TensorSpec  # noqa: N806
 
-        def infer(cats, item, tokens, gap, kind, mask, h0, c0):  # type: ignore[no-untyped-def]
-            interest, intensity, h, c_ = self._unroll((cats, item, tokens, gap, kind), mask, h0, c0)
+        def infer(cats, item, tokens, gap, kind, mask, h0, c0, text=None):  # type: ignore[no-untyped-def]
+            interest, intensity, h, c_ = self._unroll((cats, item, tokens, gap, kind, text), mask, h0, c0)
             return {"interest": tf.nn.softmax(interest), "intensity": tf.sigmoid(intensity), "h": h, "c": c_}
 
-        def step(cats, item, tokens, gap, kind, h, c):  # type: ignore[no-untyped-def]
-            x = self._embed(cats, item, tokens, gap, kind)
+        def step(cats, item, tokens, gap, kind, h, c, text=None):  # type: ignore[no-untyped-def]
+            x = self._embed(cats, item, tokens, gap, kind, text)
             h_new, c_new = self._cell(tf.matmul(x, self.params[5]) + self.params[7], h, c)
             interest, intensity = self._heads(h_new)
             return {"interest": tf.nn.softmax(interest), "intensity": tf.sigmoid(intensity), "h": h_new, "c": c_new}
 
-        def train(cats, item, tokens, gap, kind, h0, c0, interest, intensity, weight, lr):  # type: ignore[no-untyped-def]
+        def train(cats, item, tokens, gap, kind, h0, c0, interest, intensity, weight, lr, text=None):  # type: ignore[no-untyped-def]
             with tf.GradientTape() as tape:
-                logits_i, logits_n, _, _ = self._unroll((cats, item, tokens, gap, kind), None, h0, c0)
+                logits_i, logits_n, _, _ = self._unroll((cats, item, tokens, gap, kind, text), None, h0, c0)
                 loss = self._loss((logits_i, logits_n), interest, intensity, weight)
             grads = tape.gradient(loss, self.params[: len(lstm_layout(spec))])
             grads = [tf.convert_to_tensor(g) for g in grads]
@@ -249,7 +255,8 @@ class InterestModel(tf.Module):  # type: ignore[misc]
         n = sum(int(np.prod(shape)) for _, shape in weight_layout(spec))
         window = [S([None, t, k], i32), S([None, t], i32), S([None, t, l_], i32), S([None, t], i32), S([None, t], i32)]
         self.infer = tf.function(
-            infer, input_signature=[*window, S([None, t], f32), S([None, u], f32), S([None, u], f32)]
+            infer, input_signature=[*window, S([None, t], f32), S([None, u], f32), S([None, u], f32),
+                                    *text_specs(spec, [None, t])]
         )
         self.step = tf.function(
             step,
@@ -261,6 +268,7 @@ class InterestModel(tf.Module):  # type: ignore[misc]
                 S([1], i32),
                 S([1, u], f32),
                 S([1, u], f32),
+                *text_specs(spec, [1]),
             ],
         )
         self.train = tf.function(
@@ -277,6 +285,7 @@ class InterestModel(tf.Module):  # type: ignore[misc]
                 S([b, t, c], f32),
                 S([b, t], f32),
                 S([1], f32),
+                *text_specs(spec, [b, t]),
             ],
         )
         self.get_weights = tf.function(get_weights, input_signature=[])
@@ -298,12 +307,13 @@ class InterestModel(tf.Module):  # type: ignore[misc]
             _f32(batch.intensity),
             _f32(batch.weight),
             np.asarray([rate], np.float32),
+            *text_array(self.spec, f),
         )
         return float(out["loss"].numpy())
 
     def predict(self, features: Features, mask: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> dict[str, np.ndarray]:
         """``infer`` on (B, T, ...) features as numpy arrays."""
-        out = self.infer(*_int32(features), _f32(mask), _f32(h0), _f32(c0))
+        out = self.infer(*_int32(features), _f32(mask), _f32(h0), _f32(c0), *text_array(self.spec, features))
         return {key: value.numpy() for key, value in out.items()}
 
     def weights(self) -> Weights:
@@ -322,7 +332,7 @@ class InterestModel(tf.Module):  # type: ignore[misc]
 
 
 def _int32(f: Features) -> list[np.ndarray]:
-    return [np.asarray(a, dtype=np.int32) for a in f.arrays()]
+    return [np.asarray(getattr(f, name), dtype=np.int32) for name in Features.FIELDS]
 
 
 def _f32(a: Any) -> np.ndarray:

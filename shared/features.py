@@ -7,7 +7,9 @@ Per event the model reads five inputs:
 - ``item``: the hashed item id;
 - ``tokens``: up to ``tokens_per_title`` hashed title tokens;
 - ``gap``: the log-scale time-gap bucket since the previous event;
-- ``kind``: the index of the event kind in :data:`KINDS` plus one.
+- ``kind``: the index of the event kind in :data:`KINDS` plus one;
+- ``text`` (only for a spec with ``text_dim``): the event's text embedding, float32, zeros for an
+  event without one.
 
 The training targets at position *t* describe what follows event *t*: the
 next event's categories as a distribution (``interest``) and which categories
@@ -34,29 +36,39 @@ _KIND_INDEX = {kind: i + 1 for i, kind in enumerate(KINDS)}
 class Features:
     """Model inputs for N events in time order; every array has N rows (or a leading batch axis)."""
 
-    #: The model's input names, in signature order. The one place they are written down.
+    #: The model's integer input names, in signature order, present in every Features. The one place
+    #: they are written down.
     FIELDS: ClassVar[tuple[str, ...]] = ("cats", "item", "tokens", "gap", "kind")
+    #: The optional float input (a spec with ``text_dim``): present when not None, after :attr:`FIELDS`.
+    TEXT: ClassVar[str] = "text"
 
     cats: np.ndarray  # (N, K) int32
     item: np.ndarray  # (N,) int32
     tokens: np.ndarray  # (N, L) int32
     gap: np.ndarray  # (N,) int32
     kind: np.ndarray  # (N,) int32
+    text: np.ndarray | None = None  # (N, D) float32, or None
 
     def __len__(self) -> int:
         return int(self.item.shape[0])
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The input names this Features holds: :attr:`FIELDS`, then :attr:`TEXT` when it has text."""
+        return self.FIELDS if self.text is None else (*self.FIELDS, self.TEXT)
+
     def arrays(self) -> list[np.ndarray]:
-        """The arrays in :attr:`FIELDS` order."""
-        return [getattr(self, name) for name in self.FIELDS]
+        """The arrays in :attr:`names` order."""
+        return [getattr(self, name) for name in self.names]
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The arrays by input name."""
-        return {name: getattr(self, name) for name in self.FIELDS}
+        return {name: getattr(self, name) for name in self.names}
 
     def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> Features:
         """A new Features with ``fn`` applied to every array (slicing, padding, batching)."""
-        return Features(*(fn(getattr(self, name)) for name in self.FIELDS))
+        cats, item, tokens, gap, kind = (fn(getattr(self, name)) for name in self.FIELDS)
+        return Features(cats, item, tokens, gap, kind, None if self.text is None else fn(self.text))
 
     def select(self, index: Any) -> Features:
         """Index every array's leading axis: a row, a slice, or an index array."""
@@ -67,7 +79,10 @@ class Features:
 
     @classmethod
     def concat(cls, parts: Sequence[Features]) -> Features:
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in cls.FIELDS))
+        """One Features of ``parts`` in order (with text only when every part has it)."""
+        texts = [p.text for p in parts if p.text is not None]
+        cats, item, tokens, gap, kind = (np.concatenate([getattr(p, name) for p in parts]) for name in cls.FIELDS)
+        return cls(cats, item, tokens, gap, kind, np.concatenate(texts) if texts and len(texts) == len(parts) else None)
 
 
 class Featurizer:
@@ -88,8 +103,18 @@ class Featurizer:
         """Distinct taxonomy indices of the event's categories (``other`` = 0)."""
         return self.taxonomy.indices(event.categories)
 
-    def encode(self, events: Sequence[Event], previous_time: float | None = None) -> Features:
-        """Features of ``events``; ``previous_time`` is the Unix time of the event before the first."""
+    def encode(self, events: Sequence[Event], previous_time: float | None = None,
+               text: np.ndarray | None = None) -> Features:
+        """Features of ``events``; ``previous_time`` is the Unix time of the event before the first.
+
+        ``text`` is the events' text embeddings, ``(N, spec.text_dim)`` (a zero row for an event without
+        one), used only when the spec has ``text_dim`` (zeros for every event when omitted).
+
+        Raises
+        ------
+        SpecMismatchError
+            When ``text`` is not ``(len(events), spec.text_dim)``.
+        """
         spec = self.spec
         k, length = spec.max_categories_per_event, spec.tokens_per_title
         cats: list[list[int]] = []
@@ -114,7 +139,22 @@ class Featurizer:
             np.asarray(tokens, dtype=np.int32).reshape(n, length),
             np.asarray(gaps, dtype=np.int32).reshape(n),
             np.asarray(kinds, dtype=np.int32).reshape(n),
+            self._text(text, n),
         )
+
+    def _text(self, text: np.ndarray | None, n: int) -> np.ndarray | None:
+        dims = self.spec.text_dim
+        if not dims:
+            return None
+        if text is None:
+            return np.zeros((n, dims), np.float32)
+        arr = np.asarray(text, dtype=np.float32)
+        if arr.shape != (n, dims):
+            from vane.shared.errors import SpecMismatchError
+
+            raise SpecMismatchError(f"text embeddings have shape {arr.shape}; the model reads ({n}, {dims}): "
+                                    f"one row of text_dim={dims} floats per event")
+        return arr
 
     def category_matrix(self, events: Sequence[Event]) -> np.ndarray:
         """(N, C) float32: each row spreads 1 evenly over the event's categories."""

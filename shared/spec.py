@@ -15,6 +15,8 @@ from vane.shared.jsonfile import read_json, write_json
 OPTIMIZERS = ("sgd", "adam")
 #: The ranker's fields (left out of a spec without a ranker).
 RANKER_FIELDS = ("ranker_units", "ranker_candidates", "ranker_features", "ranker_batch")
+#: The text input's fields (left out of a spec without it).
+TEXT_FIELDS = ("text_dim", "text_proj")
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,15 @@ class ModelSpec:
         Features per candidate: ``len(vane.shared.candidates.FIELDS)``.
     ranker_batch : int, default 32
         The static batch of the ``train_ranker`` signature (queries per step).
+    text_dim : int, default 0
+        Width of each event's text embedding (384 for the MiniLM encoder); 0: the model reads no text.
+        The embedding enters the LSTM input through a trainable projection (``tanh(x W + b)``).
+    text_proj : int, default 16
+        Width of that projection, concatenated to the other embeddings.
 
     Fields of the ranker are left out of :meth:`to_dict` (and so of :attr:`hash`) while ``ranker_units``
-    is 0, so a spec without a ranker keeps the hash it had before the ranker existed.
+    is 0, and those of the text input while ``text_dim`` is 0, so a spec without them keeps the hash it
+    had before they existed.
     """
 
     num_categories: int = 64
@@ -88,6 +96,8 @@ class ModelSpec:
     ranker_candidates: int = 100
     ranker_features: int = 49
     ranker_batch: int = 32
+    text_dim: int = 0
+    text_proj: int = 16
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -96,7 +106,7 @@ class ModelSpec:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise SpecError(f"ModelSpec.{f.name} is {value!r}; expected an integer")
                 at_least_two = f.name.endswith("buckets") or f.name == "num_categories"
-                lower = 0 if f.name in ("seed", "ranker_units") else (2 if at_least_two else 1)
+                lower = 0 if f.name in ("seed", "ranker_units", "text_dim") else (2 if at_least_two else 1)
                 if value < lower:
                     raise SpecError(f"ModelSpec.{f.name} is {value!r}; expected an integer >= {lower}")
         if self.optimizer not in OPTIMIZERS:
@@ -114,12 +124,20 @@ class ModelSpec:
         if not self.ranker_units:
             for name in RANKER_FIELDS:
                 del out[name]
+        if not self.text_dim:
+            for name in TEXT_FIELDS:
+                del out[name]
         return out
 
     @property
     def has_ranker(self) -> bool:
         """Whether the model has the candidate ranker (``rank`` and ``train_ranker`` signatures)."""
         return self.ranker_units > 0
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the model reads each event's text embedding (a ``text`` input of ``text_dim`` floats)."""
+        return self.text_dim > 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
@@ -142,7 +160,8 @@ class ModelSpec:
 
     @property
     def input_dim(self) -> int:
-        return self.category_dim + self.item_dim + self.token_dim + self.gap_dim + self.kind_dim
+        text = self.text_proj if self.text_dim else 0
+        return self.category_dim + self.item_dim + self.token_dim + self.gap_dim + self.kind_dim + text
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())

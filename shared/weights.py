@@ -39,8 +39,10 @@ def ranker_layout(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def lstm_layout(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
-    """The LSTM's arrays: embeddings, the cell and its two heads."""
+    """The LSTM's arrays: embeddings, the cell and its two heads; then, with ``spec.text_dim``, the text
+    projection (last, so every other array keeps its place)."""
     c, u = spec.num_categories, spec.lstm_units
+    text = [("text/kernel", (spec.text_dim, spec.text_proj)), ("text/bias", (spec.text_proj,))] if spec.text_dim else []
     return [
         ("emb/category", (c + 1, spec.category_dim)),
         ("emb/item", (spec.item_buckets, spec.item_dim)),
@@ -54,6 +56,7 @@ def lstm_layout(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
         ("head/interest_bias", (c,)),
         ("head/intensity_kernel", (u, c)),
         ("head/intensity_bias", (c,)),
+        *text,
     ]
 
 

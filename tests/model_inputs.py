@@ -44,3 +44,8 @@ def random_ranker_examples(spec: ModelSpec, rng: np.random.Generator, rows: int 
     target[np.arange(rows), rng.integers(0, 2, rows)] = 1.0
     future = (rng.random((rows, c)) < 0.3).astype(np.float32) * mask
     return RankerExamples(features * mask[..., None], mask, target, future)
+
+
+#: SMALL_SPEC reading each event's text embedding (384 floats, as the MiniLM encoder gives, projected to 8).
+TEXT_SPEC = ModelSpec(num_categories=8, item_buckets=64, token_buckets=32, window=8, lstm_units=16, batch=8,
+                      text_dim=384, text_proj=8)

@@ -22,7 +22,13 @@ def random_features(spec: ModelSpec, rng: np.random.Generator, rows: int, length
         rng.integers(0, spec.token_buckets, (rows, length, l_)).astype(np.int32),
         rng.integers(0, spec.gap_buckets, (rows, length)).astype(np.int32),
         rng.integers(1, len(KINDS) + 1, (rows, length)).astype(np.int32),
+        _unit_rows(rng.standard_normal((rows, length, spec.text_dim))) if spec.text_dim else None,
     )
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    """``a`` with every last-axis row scaled to length 1 (as the text encoder's embeddings are), float32."""
+    return (a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-9)).astype(np.float32)
 
 
 def session_batch(spec: ModelSpec, rng: np.random.Generator, rows: int) -> TrainingBatch:
@@ -46,4 +52,9 @@ def session_batch(spec: ModelSpec, rng: np.random.Generator, rows: int) -> Train
     intensity = np.stack([onehot[:, i + 1 : i + 1 + h].max(axis=1) for i in range(t)], axis=1)
     zeros = np.zeros((rows, spec.lstm_units), np.float32)
     weight = np.ones((rows, t), np.float32)
-    return TrainingBatch(Features(cats, item, tokens, gap, kind), zeros, zeros.copy(), interest, intensity, weight)
+    text = None
+    if spec.text_dim:  # each category's texts lie near a direction of its own
+        directions = np.random.default_rng(spec.seed).standard_normal((c, spec.text_dim))
+        text = _unit_rows(directions[category[:, :t]] + 0.5 * rng.standard_normal((rows, t, spec.text_dim)))
+    return TrainingBatch(Features(cats, item, tokens, gap, kind, text), zeros, zeros.copy(), interest, intensity,
+                         weight)
