@@ -78,7 +78,7 @@ from vane.simulations.candidates import (
 from vane.simulations.centralised import train_centralised
 from vane.simulations.datasets import Dataset, load_dataset
 from vane.simulations.evaluate_baselines import baseline_trace, evaluate_baseline
-from vane.simulations.evaluate_fed_ranker import FED_RANKER_METHODS, FedRankerConfig, run_ranker_methods
+from vane.simulations.evaluate_fed_ranker import FED_RANKER_METHODS, ranker_new_users, traced_ranker_methods
 from vane.simulations.evaluate_lstm import evaluate_local_lstm, evaluate_with_weights, initial_export
 from vane.simulations.evaluate_ranker import evaluate_reference, evaluation_sequences, run_new_users, slices_section
 from vane.simulations.evaluate_slices import EventInfo, EventTrace
@@ -251,7 +251,8 @@ def run_evaluation(config: EvaluationConfig, out_dir: str | Path, progress: Call
     simple = [m for m in config.methods if m in BASELINES or m in VARIANTS]
     if config.new_users and simple:
         t0 = time.perf_counter()
-        results["new_users"] = run_new_users(split, simple, RankerConfig(seed=config.seed), config.seed, progress=say)
+        results["new_users"] = run_new_users(split, simple, RankerConfig(seed=config.seed), config.seed, progress=say,
+                                             extra=ranker_new_users(config, split, say))
         results["wall_seconds_new_users"] = time.perf_counter() - t0
     if config.dataset == "synthetic":
         from vane.simulations.drift import run_drift
@@ -289,12 +290,7 @@ def _run_traced_methods(config: EvaluationConfig, split: Split, candidates: Item
             say(f"{name}: {_brief(scored[name])}")
         results["wall_seconds_note"] = "the LightGBM variants share one pass (rows, fits, scoring): both show its total"
         traces.update(ranker_traces)
-    neural = [m for m in config.methods if m in FED_RANKER_METHODS]
-    if neural:
-        taxonomy = train_taxonomy(split, config.taxonomy_size)
-        ranker = FedRankerConfig(rounds=config.ranker_rounds, seed=config.seed)
-        traces.update(run_ranker_methods(neural, split, taxonomy, model_spec(config, taxonomy), ranker, candidates,
-                                          results, config.num_cpus, say))
+    traces.update(traced_ranker_methods(config, split, candidates, results, say))  # federated-ranker, central-ranker
     return traces
 
 

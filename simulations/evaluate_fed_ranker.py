@@ -148,15 +148,17 @@ def device_histories(split: Split) -> dict[str, list[Event]]:
     return {u: list(split.train[u]) + list(split.val.get(u, [])) for u in split.train}
 
 
-def run_federated_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, config: FedRankerConfig,
-                         candidates: ItemCandidates, workdir: Path, num_cpus: int | None = None,
-                         progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], EventTrace]:
-    """Train the ranker with Flower (statistics by federated analytics first) and score it on the test events."""
+def train_federated_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, config: FedRankerConfig,
+                           workdir: Path, num_cpus: int | None = None
+                           ) -> tuple[LiteModel, PopulationStats, dict[str, Any]]:
+    """Train the ranker with Flower over ``split``'s training users (statistics by federated analytics first).
+
+    Returns the LiteRT model with the final weights, the published statistics and the run's figures.
+    """
     from vane.server.model import export_training_model
     from vane.shared.population_artifact import PopulationArtifact
     from vane.simulations.federation import run_isolated
 
-    say = progress or (lambda _: None)
     spec = ranker_spec(base, config)
     blob = export_training_model(spec)
     users = device_histories(split)
@@ -175,15 +177,24 @@ def run_federated_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, conf
     model = LiteModel.from_bytes(blob, spec)
     assert result.final_weights is not None
     model.set_weights(result.final_weights)
-    metrics, trace = score_model(model, artifact.stats(taxonomy), split, taxonomy, spec.intensity_horizon,
-                                 candidates)
-    metrics.update({"rounds": config.rounds, "local_epochs": config.local_epochs, "devices": len(users),
-                    "train_seconds": train_s, "statistics_version": artifact.version,
-                    "statistics_secure_aggregation": artifact.secure_aggregation, "statistics_dp": dict(artifact.dp),
-                    "statistics_devices": artifact.devices,
-                    "population_features": "global statistics less the device's own counts (training)"})
+    info = {"rounds": config.rounds, "local_epochs": config.local_epochs, "learning_rate": config.learning_rate,
+            "devices": len(users), "train_seconds": train_s, "statistics_version": artifact.version,
+            "statistics_secure_aggregation": artifact.secure_aggregation, "statistics_dp": dict(artifact.dp),
+            "statistics_devices": artifact.devices,
+            "population_features": "training: global statistics less the device's own counts; test: global"}
+    return model, artifact.stats(taxonomy), info
+
+
+def run_federated_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, config: FedRankerConfig,
+                         candidates: ItemCandidates, workdir: Path, num_cpus: int | None = None,
+                         progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], EventTrace]:
+    """Train the ranker with Flower and score it on the test events."""
+    say = progress or (lambda _: None)
+    model, stats, info = train_federated_ranker(split, taxonomy, base, config, workdir, num_cpus)
+    metrics, trace = score_model(model, stats, split, taxonomy, model.spec.intensity_horizon, candidates)
+    metrics.update(info)
     say(f"federated-ranker: HR@1 {metrics['hr@1']:.4f}, MRR {metrics['mrr']:.4f}, AUC {metrics['roc_auc']:.4f} "
-        f"({train_s:.0f} s, {config.rounds} rounds)")
+        f"({info['train_seconds']:.0f} s, {config.rounds} rounds)")
     return metrics, trace
 
 
@@ -208,17 +219,17 @@ def central_examples(split: Split, config: FedRankerConfig, spec: ModelSpec, tax
     return join(parts["train"]), join(parts["val"])
 
 
-def run_central_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, config: FedRankerConfig,
-                       candidates: ItemCandidates, progress: Callable[[str], None] | None = None
-                       ) -> tuple[dict[str, Any], EventTrace]:
-    """The same network trained centrally (TensorFlow, pooled queries), exported and scored with LiteRT."""
+def train_central_ranker(split: Split, base: ModelSpec, config: FedRankerConfig,
+                         progress: Callable[[str], None] | None = None) -> tuple[LiteModel, PopulationStats, float]:
+    """The network trained centrally in TensorFlow on pooled queries; its LiteRT export, the statistics of
+    every training user (what it is asked with) and the training seconds."""
     from vane.server.model import build_model, export_inference_model
     from vane.server.ranker_model import train_ranker_step
 
     say = progress or (lambda _: None)
     spec = ranker_spec(base, config)
     t0 = time.perf_counter()
-    train, _ = central_examples(split, config, spec, taxonomy)
+    train, _ = central_examples(split, config, spec, None)
     model = build_model(spec)
     rng = np.random.default_rng(config.seed)
     for epoch in range(config.central_epochs):
@@ -227,16 +238,47 @@ def run_central_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, config
                   for i in range(0, len(order), spec.ranker_batch)]
         say(f"central-ranker epoch {epoch + 1}: loss {np.mean(losses):.4f}")
     lite = LiteModel.from_bytes(export_inference_model(model), spec)
-    train_s = time.perf_counter() - t0
-    metrics, trace = score_model(lite, population_stats(split.train.values()), split, taxonomy,
-                                 spec.intensity_horizon, candidates)
-    metrics.update({"train_seconds": train_s, "training_queries": len(train), "epochs": config.central_epochs})
+    return lite, population_stats(split.train.values()), time.perf_counter() - t0
+
+
+def run_central_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, config: FedRankerConfig,
+                       candidates: ItemCandidates, progress: Callable[[str], None] | None = None
+                       ) -> tuple[dict[str, Any], EventTrace]:
+    """The same network trained centrally (TensorFlow, pooled queries), exported and scored with LiteRT."""
+    say = progress or (lambda _: None)
+    lite, stats, train_s = train_central_ranker(split, base, config, say)
+    metrics, trace = score_model(lite, stats, split, taxonomy, lite.spec.intensity_horizon, candidates)
+    metrics.update({"train_seconds": train_s, "epochs": config.central_epochs})
     say(f"central-ranker: HR@1 {metrics['hr@1']:.4f}, MRR {metrics['mrr']:.4f}, AUC {metrics['roc_auc']:.4f}")
     return metrics, trace
 
 
-__all__ = ["FED_RANKER_METHODS", "FedRankerConfig", "LiteScorer", "run_central_ranker", "run_federated_ranker",
-           "score_model"]
+def new_user_traces(names: Sequence[str], split: Split, held: Sequence[str], taxonomy: Taxonomy, base: ModelSpec,
+                    config: FedRankerConfig, sequences: Sequence[tuple[Sequence[Event], Sequence[Event]]],
+                    num_cpus: int | None, say: Callable[[str], None]) -> dict[str, EventTrace]:
+    """The ranker methods trained without the ``held`` users (never on a device, never in the statistics)
+    and asked on their ``sequences`` (query time)."""
+    import tempfile
+
+    out = set(held)
+    rest = Split({u: e for u, e in split.train.items() if u not in out},
+                 {u: e for u, e in split.val.items() if u not in out}, {})
+    traces: dict[str, EventTrace] = {}
+    for name in names:
+        if name == "federated-ranker":
+            with tempfile.TemporaryDirectory(prefix="vane-fed-ranker-new-") as tmp:
+                model, stats, _ = train_federated_ranker(rest, taxonomy, base, config, Path(tmp), num_cpus)
+        else:
+            model, stats, _ = train_central_ranker(rest, base, config)
+        scored = score_sequences({"query-time": LiteScorer(model)}, stats, sequences)  # type: ignore[dict-item]
+        traces[name] = scored["query-time"]
+        say(f"new users, {name}: HR@1 {ranking_metrics(np.asarray(traces[name].ranks))['hr@1']:.4f}")
+    return traces
+
+
+__all__ = ["FED_RANKER_METHODS", "FedRankerConfig", "LiteScorer", "new_user_traces", "run_central_ranker",
+           "run_federated_ranker", "run_ranker_methods", "score_model", "train_central_ranker",
+           "train_federated_ranker"]
 
 
 def run_ranker_methods(names: Sequence[str], split: Split, taxonomy: Taxonomy, base: ModelSpec,
@@ -258,3 +300,40 @@ def run_ranker_methods(names: Sequence[str], split: Split, taxonomy: Taxonomy, b
         results["wall_seconds"][name] = time.perf_counter() - t0
         traces[name] = trace
     return traces
+
+
+Sequences = Sequence[tuple[Sequence[Event], Sequence[Event]]]
+
+
+def ranker_new_users(config: Any, split: Split, say: Callable[[str], None]
+                     ) -> Callable[[list[str], Sequences], dict[str, EventTrace]] | None:
+    """The new-user run's ``extra`` for the ranker methods of an ``EvaluationConfig`` (None when it has none)."""
+    names = [m for m in config.methods if m in FED_RANKER_METHODS]
+    if not names:
+        return None
+    taxonomy, base, ranker = _settings(config, split)
+
+    def extra(held: list[str], sequences: Sequences) -> dict[str, EventTrace]:
+        return new_user_traces(names, split, held, taxonomy, base, ranker, sequences, config.num_cpus, say)
+
+    return extra
+
+
+def _settings(config: Any, split: Split) -> tuple[Taxonomy, ModelSpec, FedRankerConfig]:
+    """The taxonomy, the LSTM's spec and the ranker settings of an ``EvaluationConfig``."""
+    from vane.simulations.split import train_taxonomy
+
+    taxonomy = train_taxonomy(split, config.taxonomy_size)
+    base = ModelSpec(num_categories=len(taxonomy), window=config.window, lstm_units=config.lstm_units,
+                     intensity_horizon=config.intensity_horizon, learning_rate=config.learning_rate, seed=config.seed)
+    return taxonomy, base, FedRankerConfig(rounds=config.ranker_rounds, seed=config.seed)
+
+
+def traced_ranker_methods(config: Any, split: Split, candidates: ItemCandidates, results: dict[str, Any],
+                          say: Callable[[str], None]) -> dict[str, EventTrace]:
+    """:func:`run_ranker_methods` for the ranker methods an ``EvaluationConfig`` asks for (none: nothing)."""
+    names = [m for m in config.methods if m in FED_RANKER_METHODS]
+    if not names:
+        return {}
+    taxonomy, base, ranker = _settings(config, split)
+    return run_ranker_methods(names, split, taxonomy, base, ranker, candidates, results, config.num_cpus, say)

@@ -103,10 +103,11 @@ def new_user_split(split: Split, fraction: float, seed: int) -> tuple[list[str],
 
 
 def run_new_users(split: Split, names: Sequence[str], config: RankerConfig, seed: int,
-                  fraction: float = NEW_USER_FRACTION, progress: Callable[[str], None] | None = None
-                  ) -> dict[str, Any]:
+                  fraction: float = NEW_USER_FRACTION, progress: Callable[[str], None] | None = None,
+                  extra: Callable[[list[str], Sequences], dict[str, EventTrace]] | None = None) -> dict[str, Any]:
     """Baselines and the reference on users never trained on, over their first :data:`NEW_USER_EVENTS` events.
 
+    ``extra(held, sequences)`` adds the traces of further methods trained without the ``held`` users.
     Returns ``overall`` (each method's metrics on every scored event) and the :func:`slices_section` keys.
     """
     say = progress or (lambda _: None)
@@ -125,6 +126,8 @@ def run_new_users(split: Split, names: Sequence[str], config: RankerConfig, seed
         boosters, _ = train_reference(train, val, config, variants, say)
         scored = score_sequences(boosters, population_stats(train.values()), sequences)
         traces.update({n: scored[VARIANTS[n]] for n in names if n in VARIANTS})
+    if extra is not None:
+        traces.update(extra(held, sequences))
     methods = {n: ranking_metrics(np.asarray(t.ranks)) for n, t in traces.items()}
     say(f"new users ({len(held)} held out): " + ", ".join(f"{n} {m['hr@1']:.3f}" for n, m in methods.items()))
     return {"users": len(held), "fraction": fraction, "events_per_user": NEW_USER_EVENTS, "overall": methods,
