@@ -40,9 +40,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MessageBytes", "federated_population_stats", "message_bytes"]
 
-#: SecAgg+ shares per device when there are many: every device is a neighbour of this many others.
-#: Flower's default (all devices) costs O(n²) key agreements; SecAgg+ needs only O(log n) neighbours.
-MAX_SHARES = 31
+#: SecAgg+ shares per device when there are many: every device is a neighbour of this many others
+#: (reconstruction threshold 0.67 of them: 10 of 15). Flower's default (all devices) costs O(n²) key
+#: agreements; SecAgg+ needs only O(log n) neighbours. Measured on 300 synthetic devices (2 busy cores):
+#: 31 neighbours 101 s, 11 neighbours 35 s, in the clear 40 s.
+MAX_SHARES = 15
 
 
 def message_bytes(message: Message) -> int:
@@ -144,7 +146,7 @@ def federated_population_stats(
         Flower mods around every ClientApp call (e.g. the message audit's recorder).
     num_cpus : int, optional
         CPUs for Ray (default all); one ClientApp actor per CPU.
-    secagg_shares : int, default 31
+    secagg_shares : int, default 15
         SecAgg+ neighbours per device when there are more devices than this (odd, at least 3); below it
         every device shares with all others.
     isolated : bool, default False

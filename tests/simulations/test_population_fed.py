@@ -79,19 +79,24 @@ def test_without_secure_aggregation_the_sum_is_plain_and_the_audit_sees_the_vect
         check_vectors(capture, _device_vectors(users, taxonomy))
 
 
-def test_dp_noise_of_the_right_scale_and_its_epsilon_is_recorded(population):
+def test_dp_noise_of_the_right_scale_under_secagg_and_its_epsilon_is_recorded(population):
+    from vane.server.analytics import Quantisation
     from vane.server.privacy.accounting import population_epsilon
+    from vane.shared.population_artifact import vector_size
 
     users, taxonomy = population
     z, clip = 1.0, 8.0
 
-    stats, info = federated_population_stats(users, taxonomy, secure_aggregation=False, dp_noise=z, seed=0,
+    stats, info = federated_population_stats(users, taxonomy, secure_aggregation=True, dp_noise=z, seed=0,
                                              clip_norm=clip, isolated=True)
 
     artifact = info["artifact"]
     assert info["epsilon"] == pytest.approx(population_epsilon(z, USERS, 1e-5)) == artifact.dp["epsilon"]
     assert 0 < info["epsilon"] < np.inf and artifact.dp["noise-std"] == z * clip
-    clipped = np.sum([clip_counts(v, 16384.0, clip) for v in _device_vectors(users, taxonomy).values()], axis=0)
+    slack = np.sqrt(vector_size(taxonomy)) * Quantisation(USERS, 16384.0).step  # SecAgg+'s rounding room
+    assert artifact.clip["l2-norm"] == clip and artifact.secure_aggregation
+    clipped = np.sum([clip_counts(v, 16384.0, clip - slack) for v in _device_vectors(users, taxonomy).values()],
+                     axis=0)
     noise = artifact.vector - clipped
     assert 0.75 * z * clip < float(np.std(noise)) < 1.25 * z * clip  # 182 entries: the std within ±25%
     assert abs(float(np.mean(noise))) < 3 * z * clip / np.sqrt(noise.size)
