@@ -20,15 +20,23 @@ the LSTM unchanged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import tensorflow as tf
 from vane.shared.ranker_data import FEATURE_SCALE, RankerExamples
+from vane.shared.spec import ModelSpec
 from vane.shared.weights import lstm_layout
 
-if TYPE_CHECKING:
-    from vane.server.model import InterestModel
+
+class InterestModel(Protocol):
+    """What the ranker needs of :class:`vane.server.model.InterestModel` (no import: that module imports this one)."""
+
+    spec: ModelSpec
+    params: list[tf.Variable]
+    m_slots: list[tf.Variable]
+    v_slots: list[tf.Variable]
+    step_counters: list[tf.Variable]
 
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-7
 _MASKED = -1e9
