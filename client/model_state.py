@@ -140,10 +140,13 @@ class ModelState:
 
     def rebuild_candidates(self, events: Sequence[Event]) -> None:
         """Recompute only the candidate state from the whole history ``events``."""
-        self.candidates = CandidateState() if self.model is not None and self.model.has_ranker else None
         self.candidates_stale = False
-        for event in events if self.candidates is not None else ():
-            self.candidates.observe(event)
+        if self.model is None or not self.model.has_ranker:
+            self.candidates = None
+            return
+        self.candidates = state = CandidateState()
+        for event in events:
+            state.observe(event)
 
     def rebuild(self, events: Sequence[Event], seqs: Sequence[int] | None = None) -> None:
         """Recompute the state from the whole history ``events`` (their store ``seqs``), once."""

@@ -37,6 +37,9 @@ class InterestModel(Protocol):
     m_slots: list[tf.Variable]
     v_slots: list[tf.Variable]
     step_counters: list[tf.Variable]
+    ranker_step: tf.Variable
+    rank: Any
+    train_ranker: Any
 
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-7
 _MASKED = -1e9

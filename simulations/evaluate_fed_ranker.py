@@ -115,8 +115,7 @@ def score_model(model: LiteModel, stats: PopulationStats, split: Split, taxonomy
 
     sequences = evaluation_sequences(split)
     # The strict variant asks the same model at the time of the event before (not what it was trained for).
-    traces = score_sequences({"query-time": scorer, "strict": LiteScorer(model)}, stats, sequences,  # type: ignore[dict-item]
-                             keep)
+    traces = score_sequences({"query-time": scorer, "strict": LiteScorer(model)}, stats, sequences, keep)
     trace = traces["query-time"]
     strict = ranking_metrics(np.asarray(traces["strict"].ranks))
     truth = intensity_truth(sequences, taxonomy, horizon)
@@ -270,7 +269,7 @@ def new_user_traces(names: Sequence[str], split: Split, held: Sequence[str], tax
                 model, stats, _ = train_federated_ranker(rest, taxonomy, base, config, Path(tmp), num_cpus)
         else:
             model, stats, _ = train_central_ranker(rest, base, config)
-        scored = score_sequences({"query-time": LiteScorer(model)}, stats, sequences)  # type: ignore[dict-item]
+        scored = score_sequences({"query-time": LiteScorer(model)}, stats, sequences)
         traces[name] = scored["query-time"]
         say(f"new users, {name}: HR@1 {ranking_metrics(np.asarray(traces[name].ranks))['hr@1']:.4f}")
     return traces
