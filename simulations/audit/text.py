@@ -58,13 +58,33 @@ class TextNeedles:
         return cls(out)
 
     def search(self, data: bytes) -> list[str]:
-        """``kind:index`` of every pattern found in ``data``."""
+        """``kind:index`` of every pattern found in ``data`` (at any byte offset).
+
+        Every 4-byte window of ``data`` is looked up among the patterns' first 4 bytes with numpy, and only
+        the hits are compared in full, so a reply is searched once whatever the number of patterns.
+        """
+        table = self._table()
+        if len(data) < 4 or not table:
+            return []
+        arr = np.frombuffer(data, dtype=np.uint8).astype(np.uint32)
+        n = len(arr) - 3
+        windows = arr[:n] | (arr[1 : n + 1] << 8) | (arr[2 : n + 2] << 16) | (arr[3 : n + 3] << 24)
+        keys = np.fromiter(table.keys(), dtype=np.uint32, count=len(table))
         found = []
-        for kind, table in self.patterns.items():
-            for pattern, index in table.items():
-                if pattern in data:
-                    found.append(f"{kind}:{index}")
+        for i in np.flatnonzero(np.isin(windows, keys)).tolist():
+            found += [f"{kind}:{index}" for pattern, kind, index in table[int(windows[i])]
+                      if data.startswith(pattern, i)]
         return found
+
+    def _table(self) -> dict[int, list[tuple[bytes, str, int]]]:
+        cached: dict[int, list[tuple[bytes, str, int]]] | None = self.__dict__.get("_prefixes")
+        if cached is None:
+            cached = {}
+            for kind, patterns in self.patterns.items():
+                for pattern, index in patterns.items():
+                    cached.setdefault(int.from_bytes(pattern[:4], "little"), []).append((pattern, kind, index))
+            object.__setattr__(self, "_prefixes", cached)
+        return cached
 
 
 def _reply_bytes(message: Message) -> list[tuple[str, bytes]]:
