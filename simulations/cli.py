@@ -188,6 +188,8 @@ def evaluate_command(
     new_users: bool = typer.Option(True, "--new-users/--no-new-users",
                                    help="Also evaluate the baselines and LightGBM on users held out of training."),
     ranker_rounds: int = typer.Option(8, min=1, help="Federated rounds of federated-ranker."),
+    ranker_secure: bool = typer.Option(False, "--ranker-secure/--ranker-clear",
+                                       help="federated-ranker (statistics and training) under SecAgg+."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Every method on one temporal split: next interest, intensity and sampled next item."""
@@ -204,6 +206,7 @@ def evaluate_command(
         dataset=dataset.strip().lower(), data=data, seed=seed, max_users=max_users, rounds=rounds, methods=chosen,
         epochs=epochs, local_epochs=local_epochs, fed_local_epochs=fed_epochs, fraction=fraction,
         taxonomy_size=taxonomy_size, new_users=new_users, ranker_rounds=ranker_rounds,
+        ranker_secure=ranker_secure,
     )
     with MethodProgress(chosen) as phases:
         results = run_evaluation(config, out, progress=phases.say)
@@ -221,7 +224,7 @@ def evaluate_text_command(
     devices: int = typer.Option(100, min=1, help="Simulated devices holding the other headlines."),
     few_labels: int = typer.Option(50, min=1, help="Labels of the few-label (1%) methods."),
     rounds: int = typer.Option(100, min=1, help="Federated rounds of the head."),
-    local_epochs: int = typer.Option(3, min=1, help="Local gradient steps per federated round."),
+    local_epochs: int = typer.Option(2, min=1, help="Local gradient steps per federated round."),
     federated: bool = typer.Option(True, "--federated/--no-federated", help="Federate the head with Flower."),
     users: int = typer.Option(200, min=1, help="Users of the text-only tracking population."),
     encoder: str | None = typer.Option(None, help="Encoder artifact (default: built once, cached in .vane/)."),

@@ -132,7 +132,8 @@ class EvaluationConfig:
         Resolution of the candidate blends the federated devices score (``mix-grid-step``; 0.1 is the
         central tuning's grid, 1,001 candidates).
     ranker_rounds : int, default 8
-        Federated rounds of ``federated-ranker`` (after its federated-analytics round).
+        Federated rounds of ``federated-ranker`` (after its federated-analytics round); ``ranker_secure``
+        runs them and the statistics round under SecAgg+.
     new_users : bool, default True
         Also run the new-user evaluation (users held out of training, their first 20 events) for the
         baselines and the LightGBM reference among ``methods``.
@@ -159,6 +160,7 @@ class EvaluationConfig:
     num_cpus: int | None = None
     new_users: bool = True
     ranker_rounds: int = 8
+    ranker_secure: bool = False
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
