@@ -66,7 +66,7 @@ class TextEvalConfig:
     head_epochs: int = 300
     head_learning_rate: float = 10.0
     fed_rounds: int = 100
-    fed_local_epochs: int = 3
+    fed_local_epochs: int = 2
     federated: bool = True
     tracking_users: int = 200
     encoder: str | None = None  # an encoder artifact; default: built once and cached under .vane/
