@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from vane.client.blocks import trainable_events
 from vane.client.persistence import TrackerSlots
 from vane.client.tracker import InterestTracker
 from vane.client.tracker_state import time_ordered
@@ -114,17 +115,22 @@ def clip_counts(vector: np.ndarray, entry_cap: float, clip_norm: float = 0.0) ->
 
 
 def device_counts(tracker: InterestTracker, taxonomy: Taxonomy) -> np.ndarray:
-    """The tracker's own count vector over ``taxonomy`` (refused when it is not the store's taxonomy)."""
+    """The tracker's own count vector over ``taxonomy`` (refused when it is not the store's taxonomy).
+
+    Events whose topics are all blocked are left out, as on-device training leaves them out.
+    """
     own = tracker.taxonomy
     if own is None:
         raise ConfigError("this device has no taxonomy yet (no model installed): it cannot count over one")
     check_same_taxonomy(own, taxonomy, "population statistics")
-    return count_vector((event for _, event in time_ordered(tracker.store)), taxonomy)
+    events = trainable_events([event for _, event in time_ordered(tracker.store)], tracker.blocked())
+    return count_vector(events, taxonomy)
 
 
 def own_stats(tracker: InterestTracker) -> PopulationStats:
-    """This device's own counts as statistics, to subtract from the population's (``stats.without(own)``)."""
-    return population_stats([[event for _, event in time_ordered(tracker.store)]])
+    """This device's own counts as statistics, to subtract from the population's (``stats.without(own)``):
+    those of the events it counts (all but those whose topics are all blocked)."""
+    return population_stats([trainable_events([event for _, event in time_ordered(tracker.store)], tracker.blocked())])
 
 
 def population_on_device(msg: Message, open_tracker: Callable[[], InterestTracker]) -> Message:

@@ -140,7 +140,8 @@ class TrackerModelMethods:
                 result = train_local(model, self._lstm.featurizer, events, epochs, learning_rate, seed,
                                      holdout_fraction, self._lstm.texts([seq_of[id(ev)] for ev in events]))
             if parts in ("all", "ranker") and model.has_ranker:
-                stats = training_population(self._state.slots.population(), self._taxonomy, stored)
+                # less its own contribution: the events it counted (all but the blocked, vane.client.population)
+                stats = training_population(self._state.slots.population(), self._taxonomy, events)
                 ranked = train_ranker_local(model, events, stats, epochs, learning_rate or model.spec.learning_rate,
                                             seed, result.holdout)
                 result = (TrainResult(ranked.loss, ranked.num_examples, ranked.steps, epochs, result.holdout)

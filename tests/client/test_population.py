@@ -61,6 +61,17 @@ def test_a_device_replies_with_its_own_counts_in_time_order(device):
     assert dict(reply.content[p.METRICS_RECORD]) == {p.NUM_EXAMPLES_KEY: 1.0}  # nothing else leaves the device
 
 
+def test_events_of_a_blocked_topic_are_not_counted(device):
+    with InterestTracker.open(device[0], key_file=device[1]) as tracker:
+        tracker.block("sports")
+    reply = build_client_app()(_population_message(), _context(device))
+
+    sent = reply.content[p.ARRAYS_RECORD][p.DELTA_KEY].numpy()
+    kept = [e for e in EVENTS if e.categories != ("sports",)]
+    assert len(kept) < len(EVENTS) and np.array_equal(sent, count_vector(kept, TAX).astype(np.float32))
+    assert sent[TAX.index("sports")] == sum(1 for e in kept if "sports" in e.categories)  # only mixed events
+
+
 def test_the_clip_rule_caps_entries_then_the_l2_norm_and_the_center_is_subtracted(device):
     reply = build_client_app()(_population_message(**{p.POPULATION_ENTRY_CAP_KEY: 5.0, p.POPULATION_CLIP_NORM_KEY: 4.0,
                                                       p.POPULATION_CENTER_KEY: 2.5}), _context(device))
