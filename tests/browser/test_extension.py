@@ -4,6 +4,7 @@ the server is down the visits wait in the extension's queue and arrive, in order
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,25 @@ def _configure(context: Any, token: str, excluded: str = "") -> None:
     page.fill("#excluded", excluded)
     page.click("#save")
     page.wait_for_selector("#saved:text('Saved.')")
+    # the background worker reads the settings from storage: browse only once they are there
+    wait_for(lambda: page.evaluate("chrome.storage.local.get('token').then(r => r.token)") == token, 10,
+             "the saved token in the extension's storage")
     page.close()
+
+
+def _worker(context: Any) -> Any:
+    """The extension's service worker, once it runs."""
+    worker = context.service_workers[0] if context.service_workers else context.wait_for_event("serviceworker")
+    assert worker.url == f"chrome-extension://{EXTENSION_ID}/background.js"
+    return worker
+
+
+def _browse(page: Any, urls: list[str]) -> None:
+    """Visit ``urls`` one after another at a person's pace (each page loaded, then a short pause)."""
+    for url in urls:
+        page.goto(url)
+        page.wait_for_load_state("load")
+        time.sleep(0.5)
 
 
 def _stored(port: int, token: str) -> dict[str, dict[str, Any]]:
@@ -77,16 +96,13 @@ def test_extension_sends_visits_with_titles_and_topics(with_extension: Any, tmp_
     with ServeProcess(store, port).start(token), page_server({**{p: t for p, (t, _) in PAGES.items()},
                                                               **EXCLUDED}) as site:
         context = with_extension(extension)
-        worker = context.service_workers[0] if context.service_workers else context.wait_for_event("serviceworker")
-        assert worker.url == f"chrome-extension://{EXTENSION_ID}/background.js"
+        _worker(context)
         _configure(context, token, excluded="localhost\n")
 
         page = context.new_page()
         excluded_url = site.replace("127.0.0.1", "localhost") + next(iter(EXCLUDED))
-        page.goto(excluded_url)
         urls = [site + path for path in PAGES]
-        for url in urls:
-            page.goto(url)
+        _browse(page, [excluded_url, *urls])
 
         try:
             stored = wait_for(lambda: _arrived(port, token, urls), 60, "the visits in the store")
@@ -117,11 +133,11 @@ def test_extension_queues_while_server_is_down(with_extension: Any, tmp_path: Pa
     paths = list(PAGES)[:3]
     with page_server({p: PAGES[p][0] for p in paths}) as site:
         context = with_extension(extension)
+        _worker(context)
         _configure(context, token)
         page = context.new_page()
         urls = [site + path for path in paths]
-        for url in urls:
-            page.goto(url)
+        _browse(page, urls)
         queued = wait_for(lambda: (lambda q: q if len(q) == 3 else None)(_queue(context)), 30, "three queued visits")
         assert [e["item_id"] for e in queued] == urls
 
