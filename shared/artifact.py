@@ -41,6 +41,7 @@ from typing import Any
 
 from vane.shared.errors import ModelError, SpecError, TaxonomyError, WeightsError
 from vane.shared.events import OTHER
+from vane.shared.jsonfile import write_bytes_atomic
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
 from vane.shared.weights import Weights
@@ -151,11 +152,7 @@ class ModelArtifact:
 
     def save(self, path: str | Path) -> Path:
         """Write the artifact atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
-        return path
+        return write_bytes_atomic(path, self.to_bytes())
 
     @staticmethod
     def is_artifact(data: bytes) -> bool:

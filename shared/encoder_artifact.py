@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vane.shared.errors import ModelError
+from vane.shared.jsonfile import write_bytes_atomic
 
 MAGIC = b"VANEENC\x00"
 ENCODER_FORMAT = "vane.encoder/1"
@@ -109,11 +110,7 @@ class EncoderArtifact:
 
     def save(self, path: str | Path) -> Path:
         """Write the artifact atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
-        return path
+        return write_bytes_atomic(path, self.to_bytes())
 
     @staticmethod
     def is_encoder(data: bytes) -> bool:

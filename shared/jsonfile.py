@@ -22,7 +22,13 @@ def read_json(path: str | Path, what: str, error: type[VaneError]) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as JSON, atomically (a temporary file, then a rename)."""
+    write_bytes_atomic(path, json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file beside it, then a rename); the path."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.write_bytes(data)
     tmp.replace(path)
+    return path

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from vane.shared.errors import TaxonomyError, VaneError
 from vane.shared.events import Event
+from vane.shared.jsonfile import write_bytes_atomic
 from vane.shared.population import PopulationStats
 from vane.shared.taxonomy import Taxonomy
 
@@ -210,11 +211,7 @@ class PopulationArtifact:
 
     def save(self, path: str | Path) -> Path:
         """Write the artifact atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)
-        return path
+        return write_bytes_atomic(path, self.to_bytes())
 
     @staticmethod
     def is_artifact(data: bytes) -> bool:
