@@ -94,9 +94,15 @@ def other_share(categories: Iterable[Iterable[str]], taxonomy: Taxonomy) -> tupl
 
 
 def coverage_problem(categories: Iterable[Iterable[str]], taxonomy: Taxonomy, min_events: int = 10,
-                     max_unknown: float = 0.5) -> str | None:
+                     max_unknown: float = 0.9) -> str | None:
     """Why ``taxonomy`` does not fit a device's events (None when it does): more than ``max_unknown``
-    of at least ``min_events`` categorised events (:func:`other_share`) would become ``other``."""
+    of at least ``min_events`` categorised events (:func:`other_share`) would become ``other``.
+
+    A model for another vocabulary leaves (nearly) all of a device's events unknown. A vocabulary cut to the
+    most common categories leaves many unknown on some honest devices: on Taobao's top 256 categories, 153 of
+    815 training users have more than half of their events outside it (9 more than 90%), so a 0.5 limit kept
+    a fifth of the population out of every federated round; the limit is 0.9.
+    """
     unknown, categorised = other_share(categories, taxonomy)
     if categorised < min_events or unknown <= max_unknown * categorised:
         return None

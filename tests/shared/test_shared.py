@@ -387,3 +387,20 @@ def test_windows_and_padding_weight_zero() -> None:
     batch = pad_batch(f, i, n, w, spec.batch, spec.lstm_units)
     assert batch.features.cats.shape == (3, 4, spec.max_categories_per_event)
     assert batch.weight[2].sum() == 0 and batch.num_examples == 5
+
+
+def test_a_cut_vocabulary_fits_a_device_until_nine_tenths_of_its_events_fall_outside():
+    """A model for another vocabulary is refused; one cut to the common categories is not (Taobao's top 256
+    leave more than half of 153 honest users' events outside it)."""
+    from vane.shared.artifact import coverage_problem, other_share
+    from vane.shared.events import OTHER
+
+    vocabulary = Taxonomy(["a", "b", "c"])
+    mostly_rare = [("a",)] * 2 + [("rare",)] * 8 + [(OTHER,)] * 5  # 8 of 10 categorised events unknown
+    assert other_share(mostly_rare, vocabulary) == (8, 10)
+    assert coverage_problem(mostly_rare, vocabulary) is None
+    nearly_all = [("a",)] + [("rare",)] * 19  # 19 of 20 unknown
+    problem = coverage_problem(nearly_all, vocabulary)
+    assert problem is not None and "19 of this device's 20 categorised events" in problem
+    assert coverage_problem([("rare",)] * 9, vocabulary) is None  # too few events to judge
+    assert coverage_problem(nearly_all, vocabulary, max_unknown=0.96) is None
