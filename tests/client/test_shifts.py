@@ -83,3 +83,85 @@ def test_js_divergence_bounds() -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         ShiftDetector(**kwargs)  # type: ignore[arg-type]
+
+
+def soft(events: list[tuple[tuple[str, ...], int, float]], seed: int) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    return [list(rng.dirichlet(np.ones(len(cats)))) for cats, _, _ in events]
+
+
+def test_weights_none_and_one_hot_weights_give_the_category_path() -> None:
+    events = stream(700, seed=4)
+    plain, none, onehot = ShiftDetector(), ShiftDetector(), ShiftDetector()
+    everything = ("a", "b", "c", "d", "e", "z")
+    for cats, seq, ts in events:
+        a = plain.update(cats, seq, ts)
+        b = none.update(cats, seq, ts, weights=None)
+        # the event's single category as a one-hot vector over every category
+        c = onehot.update(everything, seq, ts, weights=[1.0 if x == cats[0] else 0.0 for x in everything]
+                          ) if len(cats) == 1 else onehot.update(cats, seq, ts)
+        assert a == b == c
+    assert plain.to_dict() == none.to_dict()
+    assert len(plain.shifts) >= 1 and plain.divergence == pytest.approx(onehot.divergence, abs=1e-12)
+    for cat, share in plain.current.items():
+        assert onehot.current[cat] == pytest.approx(share, abs=1e-12)
+    assert "cooldown" not in plain.to_dict()  # the default state format is unchanged
+
+
+@pytest.mark.parametrize("settings", [{}, {"cooldown": 40, "measure": "tv", "enter": 0.3, "exit": 0.2}])
+def test_update_many_with_weights_matches_an_update_loop(settings: dict[str, object]) -> None:
+    events = stream(900, seed=5)
+    weights: list[list[float] | None] = list(soft(events, seed=6))
+    weights[10] = None
+    one = ShiftDetector(**settings)  # type: ignore[arg-type]
+    singles = [s for s in (one.update(*e, weights=w) for e, w in zip(events, weights, strict=True)) if s]
+    many = ShiftDetector(**settings)  # type: ignore[arg-type]
+    batched = many.update_many(events[:400], weights[:400]) + many.update_many(events[400:], weights[400:])
+    assert singles == batched and len(singles) >= 2
+    assert many.divergence == pytest.approx(one.divergence, abs=1e-9)
+    for cat, share in one.current.items():
+        assert many.current[cat] == pytest.approx(share, abs=1e-9)
+    for cat, share in one.long.items():
+        assert many.long[cat] == pytest.approx(share, abs=1e-9)
+
+
+def test_cooldown_reseeds_the_long_memory_and_waits_and_round_trips() -> None:
+    before = [(("a",), i, float(i)) for i in range(60)]
+    after = [(("b",), 60 + i, 60.0 + i) for i in range(100)]
+    det = ShiftDetector(cooldown=40, measure="tv", enter=0.3, exit=0.2)
+    reports = []
+    for e in before + after:
+        if det.update(*e):
+            reports.append(det.seen - 1)
+            assert det.long == pytest.approx(det.short)  # re-seeded at the report
+    assert reports and reports[0] >= 60
+    assert all(b - a > 40 for a, b in zip(reports, reports[1:]))
+    state = det.to_dict()
+    assert state["cooldown"] == 40 and state["measure"] == "tv"
+    again = ShiftDetector.from_dict(state)
+    assert again.to_dict() == state
+
+
+@pytest.mark.parametrize("weights", [[0.5], [0.5, -0.1, 0.6], [0.0, 0.0, 0.0], [0.2, float("nan"), 0.8],
+                                     [1.0, float("inf"), 0.0], ["x", 1, 1]])
+def test_bad_weights_are_refused_and_leave_the_state_intact(weights: list[object]) -> None:
+    det = ShiftDetector()
+    for e in stream(50, seed=7):
+        det.update(*e)
+    saved = det.to_dict()
+    with pytest.raises(ConfigError, match="weights"):
+        det.update(("a", "b", "new"), 99, 99.0, weights=weights)  # type: ignore[arg-type]
+    assert det.to_dict() == saved
+    events = [(("a", "b", "new"), 100 + i, 100.0 + i) for i in range(3)]
+    with pytest.raises(ConfigError, match="weights"):
+        det.update_many(events, [[1, 1, 1], [1, 1, 1], weights])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="weight rows"):
+        det.update_many(events, [[1, 1, 1]])
+    assert det.to_dict() == saved
+
+
+def test_bad_cooldown_or_measure_is_refused() -> None:
+    with pytest.raises(ConfigError, match="cooldown"):
+        ShiftDetector(cooldown=-1)
+    with pytest.raises(ConfigError, match="measure"):
+        ShiftDetector(measure="kl")
