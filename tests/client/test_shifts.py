@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from vane.client.shifts import ShiftDetector
@@ -135,7 +137,7 @@ def test_cooldown_reseeds_the_long_memory_and_waits_and_round_trips() -> None:
             reports.append(det.seen - 1)
             assert det.long == pytest.approx(det.short)  # re-seeded at the report
     assert reports and reports[0] >= 60
-    assert all(b - a > 40 for a, b in zip(reports, reports[1:]))
+    assert all(b - a > 40 for a, b in itertools.pairwise(reports))
     state = det.to_dict()
     assert state["cooldown"] == 40 and state["measure"] == "tv"
     again = ShiftDetector.from_dict(state)
