@@ -115,9 +115,9 @@ def test_update_many_with_weights_matches_an_update_loop(settings: dict[str, obj
     events = stream(900, seed=5)
     weights: list[list[float] | None] = list(soft(events, seed=6))
     weights[10] = None
-    one = ShiftDetector(**settings)  # type: ignore[arg-type]
+    one = ShiftDetector(**settings)
     singles = [s for s in (one.update(*e, weights=w) for e, w in zip(events, weights, strict=True)) if s]
-    many = ShiftDetector(**settings)  # type: ignore[arg-type]
+    many = ShiftDetector(**settings)
     batched = many.update_many(events[:400], weights[:400]) + many.update_many(events[400:], weights[400:])
     assert singles == batched and len(singles) >= 2
     assert many.divergence == pytest.approx(one.divergence, abs=1e-9)
@@ -152,11 +152,11 @@ def test_bad_weights_are_refused_and_leave_the_state_intact(weights: list[object
         det.update(*e)
     saved = det.to_dict()
     with pytest.raises(ConfigError, match="weights"):
-        det.update(("a", "b", "new"), 99, 99.0, weights=weights)  # type: ignore[arg-type]
+        det.update(("a", "b", "new"), 99, 99.0, weights=weights)
     assert det.to_dict() == saved
     events = [(("a", "b", "new"), 100 + i, 100.0 + i) for i in range(3)]
     with pytest.raises(ConfigError, match="weights"):
-        det.update_many(events, [[1, 1, 1], [1, 1, 1], weights])  # type: ignore[list-item]
+        det.update_many(events, [[1, 1, 1], [1, 1, 1], weights])
     with pytest.raises(ConfigError, match="weight rows"):
         det.update_many(events, [[1, 1, 1]])
     assert det.to_dict() == saved
