@@ -48,6 +48,10 @@ class ServerSettings:
         Epochs each client trains per round.
     learning_rate : float, default 0.0
         Client learning rate; 0 means the ModelSpec's.
+    learning_rate_decay : float, default 1.0
+        The client learning rate of round ``r`` is ``learning_rate * learning_rate_decay ** (r - 1)``
+        (``learning_rate`` 0: the ModelSpec's). Below 1 it shrinks the local steps as the global model
+        settles, so the devices' pulls towards their own optima (client drift) shrink too.
     proximal_mu : float, default 0.01
         FedProx proximal weight.
     server_learning_rate : float, default 0.01
@@ -103,6 +107,7 @@ class ServerSettings:
     min_available_nodes: int = 2
     local_epochs: int = 1
     learning_rate: float = 0.0
+    learning_rate_decay: float = 1.0
     proximal_mu: float = 0.01
     server_learning_rate: float = 0.01
     trim_beta: float = 0.2
@@ -140,6 +145,8 @@ class ServerSettings:
             raise ConfigError(f"run_config local-epochs is {self.local_epochs}; expected >= 1")
         if self.learning_rate < 0:
             raise ConfigError(f"run_config learning-rate is {self.learning_rate}; expected >= 0 (0 = spec default)")
+        if not 0.0 < self.learning_rate_decay <= 1.0:
+            raise ConfigError(f"run_config learning-rate-decay is {self.learning_rate_decay}; expected 0 < value <= 1")
         if self.mix_grid_step:
             try:
                 mix_grid(self.mix_grid_step)

@@ -90,6 +90,15 @@ def evaluate_config(settings: ServerSettings, bundle: ModelBundle) -> ConfigReco
     )
 
 
+def round_learning_rate(settings: ServerSettings, spec_rate: float, server_round: int) -> float:
+    """The client learning rate of ``server_round`` (from 1) under ``learning-rate-decay``; without decay the
+    setting as it is (0 leaves the spec's rate to the device)."""
+    if settings.learning_rate_decay == 1.0:
+        return settings.learning_rate
+    base = settings.learning_rate or spec_rate
+    return float(base * settings.learning_rate_decay ** max(0, server_round - 1))
+
+
 class FederationRun:
     """One ServerApp run: strategy, checkpoints, registry, per-round logs.
 
@@ -214,6 +223,8 @@ class FederationRun:
         self.live_configs = [train, evaluate]
         for key, value in self.extra_train_config.items():
             train[key] = value
+        train[p.LEARNING_RATE_KEY] = round_learning_rate(self.settings, self.bundle.spec.learning_rate,
+                                                         self.start_round + 1)
         self._send_mix()
         return train, evaluate
 
@@ -265,6 +276,9 @@ class FederationRun:
         rnd = server_round + self.start_round
         log = self.strategy.rounds[rnd]
         log.seconds = time.perf_counter() - log.started
+        if self.live_configs:  # the next round's rate (the config object is the one Flower sends every round)
+            self.live_configs[0][p.LEARNING_RATE_KEY] = round_learning_rate(
+                self.settings, self.bundle.spec.learning_rate, rnd + 1)
         weights = Weights(self.bundle.spec.hash, arrays[p.WEIGHTS_KEY].numpy().astype(np.float32))
         self.pick_mix(log)
         self._record(log)

@@ -52,6 +52,8 @@ class FedRankerConfig:
     units : int, default 64
         The ranker's first hidden layer (the second has half).
     rounds, local_epochs, learning_rate : federated training (Adam on the device, FedAvg on the server)
+    learning_rate_decay : float, default 1.0
+        The device's rate in round ``r`` is ``learning_rate * learning_rate_decay ** (r - 1)``.
     strategy : str, default "fedavg"
     secure : bool, default False
         Run the federation under SecAgg+ (the statistics round and every training round); off, the sums are
@@ -64,6 +66,7 @@ class FedRankerConfig:
     rounds: int = 8
     local_epochs: int = 15
     learning_rate: float = 0.005
+    learning_rate_decay: float = 1.0
     strategy: str = "fedavg"
     secure: bool = False
     central_epochs: int = 4
@@ -169,6 +172,7 @@ def train_federated_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, co
                           local_epochs=config.local_epochs, learning_rate=config.learning_rate, seed=config.seed,
                           fraction_evaluate=0.05, model_blob=blob, num_cpus=num_cpus, progress=False,
                           server_config={"population-stats": True, "train-parts": "ranker",
+                                         "learning-rate-decay": config.learning_rate_decay,
                                          "evaluate-initial": False, "secure-aggregation": config.secure})
     train_s = time.perf_counter() - t0
     found = sorted((workdir / "federated-ranker").rglob("*.vpop"))
@@ -179,6 +183,7 @@ def train_federated_ranker(split: Split, taxonomy: Taxonomy, base: ModelSpec, co
     assert result.final_weights is not None
     model.set_weights(result.final_weights)
     info = {"rounds": config.rounds, "local_epochs": config.local_epochs, "learning_rate": config.learning_rate,
+            "learning_rate_decay": config.learning_rate_decay,
             "devices": len(users), "train_seconds": train_s, "statistics_version": artifact.version,
             "statistics_secure_aggregation": artifact.secure_aggregation, "statistics_dp": dict(artifact.dp),
             "statistics_devices": artifact.devices,

@@ -50,11 +50,12 @@ from flwr.serverapp import Grid
 from vane.server.config import PrivacySettings, SecAggSettings, secure_privacy_settings
 from vane.server.privacy.accounting import PrivacyLedger, record_release, sampled_clients
 from vane.server.privacy.wrappers import budget_ledger
-from vane.server.run import FederationOutcome, FederationRun, evaluate_config, train_config
+from vane.server.run import FederationOutcome, FederationRun, evaluate_config, round_learning_rate, train_config
 from vane.server.strategies import RoundLog
 from vane.shared.protocol import (
     CLIPPING_NORM_KEY,
     DP_NOISE_STD_KEY,
+    LEARNING_RATE_KEY,
     MODEL_BLOB_KEY,
     MODEL_VERSION_KEY,
     NDCG10_KEY,
@@ -208,7 +209,8 @@ def run_secure(run: FederationRun, grid: Grid, context: Context, secagg: SecAggS
         min_evaluate_clients=s.min_evaluate_nodes,
         min_available_clients=s.min_available_nodes,
         initial_parameters=ndarrays_to_parameters([run.bundle.weights.flat]),
-        on_fit_config_fn=lambda rnd: {**train, SERVER_ROUND_KEY: rnd + run.start_round},
+        on_fit_config_fn=lambda rnd: {**train, SERVER_ROUND_KEY: rnd + run.start_round, LEARNING_RATE_KEY:
+                                      round_learning_rate(s, run.bundle.spec.learning_rate, rnd + run.start_round)},
         on_evaluate_config_fn=lambda rnd: evaluate,
         fit_metrics_aggregation_fn=_weighted_means,
     )

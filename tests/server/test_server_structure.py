@@ -139,3 +139,21 @@ def test_server_settings_survive_a_round_trip_through_run_config():
     assert SecAggSettings.from_run_config(to_config(secagg)) == secagg
     privacy = PrivacySettings(dp_mode="server", noise_multiplier=1.0, population_size=10, dp_delta=1e-3)
     assert PrivacySettings.from_run_config(to_config(privacy)) == privacy
+
+
+def test_the_device_learning_rate_decays_by_round_from_the_setting_or_the_spec():
+    from vane.shared.errors import ConfigError
+    from vane.server.config import ServerSettings
+    from vane.server.run import round_learning_rate
+
+    steady = ServerSettings(learning_rate=0.01)
+    assert [round_learning_rate(steady, 0.5, r) for r in (1, 2, 9)] == [0.01, 0.01, 0.01]
+    assert round_learning_rate(ServerSettings(), 0.5, 3) == 0.0  # 0: the device uses its spec's rate
+    halving = ServerSettings(learning_rate=0.01, learning_rate_decay=0.5)
+    assert [round_learning_rate(halving, 0.5, r) for r in (1, 2, 3)] == pytest.approx([0.01, 0.005, 0.0025])
+    from_spec = ServerSettings(learning_rate_decay=0.5)
+    assert round_learning_rate(from_spec, 0.02, 2) == pytest.approx(0.01)
+    assert ServerSettings.from_run_config(halving.to_run_config()) == halving
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match=f"learning-rate-decay is {bad}"):
+            ServerSettings(learning_rate_decay=bad)
