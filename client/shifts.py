@@ -114,10 +114,11 @@ class ShiftDetector:
         self._keep_short = 0.5 ** (1.0 / self.short_half_life)
         self._keep_long = 0.5 ** (1.0 / self.long_half_life)
 
-    def _row(self, categories: tuple[str, ...], weights: Sequence[float] | None) -> np.ndarray:
+    def _row(self, categories: tuple[str, ...], weights: Sequence[float] | np.ndarray | None,
+             checked: bool = False) -> np.ndarray:
         """The event's mass per slot (summing to 1); new categories get slots. Checks before any change."""
         if weights is not None:
-            w = _checked_weights(categories, weights)
+            w = np.asarray(weights) if checked else _checked_weights(categories, weights)
         slots = self._slots(categories)
         row = np.zeros(len(self.names))
         if weights is None:
@@ -227,25 +228,34 @@ class ShiftDetector:
         checked before any changes. The two memories are linear filters, so a block of events is one
         matrix product; only the reporting runs event by event.
         """
+        checked: list[np.ndarray | None] | np.ndarray | None = None
         if weights is not None:
             if len(weights) != len(events):
                 raise ConfigError(f"{len(weights)} weight rows for {len(events)} events; expected one per event")
-            for (cats, _, _), w in zip(events, weights, strict=True):
-                if w is not None:
-                    _checked_weights(cats, w)
+            checked = _checked_matrix(events, weights)
+            if checked is None:
+                checked = [None if w is None else _checked_weights(cats, w)
+                           for (cats, _, _), w in zip(events, weights, strict=True)]
         shifts: list[Shift] = []
         for start in range(0, len(events), 64):
-            rows = None if weights is None else weights[start : start + 64]
+            rows = None if checked is None else checked[start : start + 64]
             shifts.extend(self._update_block(events[start : start + 64], rows))
         return shifts
 
     def _update_block(self, block: Sequence[tuple[tuple[str, ...], int, float]],
-                      weights: Sequence[Sequence[float] | None] | None) -> list[Shift]:
+                      weights: Sequence[np.ndarray | None] | np.ndarray | None) -> list[Shift]:
         n = len(block)
-        rows = [self._row(cats, None if weights is None else weights[t]) for t, (cats, _, _) in enumerate(block)]
-        onehot = np.zeros((n, len(self.names)))
-        for t, row in enumerate(rows):
-            onehot[t, : len(row)] = row
+        if isinstance(weights, np.ndarray):  # every event has the same categories: one matrix
+            slots = self._slots(block[0][0])
+            onehot = np.zeros((n, len(self.names)))
+            for j, slot in enumerate(slots):  # a repeated category adds up
+                onehot[:, slot] += weights[:, j]
+        else:
+            rows = [self._row(cats, None if weights is None else weights[t], checked=True)
+                    for t, (cats, _, _) in enumerate(block)]
+            onehot = np.zeros((n, len(self.names)))
+            for t, row in enumerate(rows):
+                onehot[t, : len(row)] = row
         found: list[Shift] = []
         segment_start = 0  # where ``current`` last restarted
         start = 0  # where the memories were last computed from (a re-seeded long memory restarts them)
@@ -327,7 +337,7 @@ def _filtered(prior: np.ndarray, onehot: np.ndarray, keep: float) -> np.ndarray:
     return keep**steps * (prior[None, :] + (1.0 - keep) * grown)
 
 
-def _checked_weights(categories: tuple[str, ...], weights: Sequence[float]) -> np.ndarray:
+def _checked_weights(categories: tuple[str, ...], weights: Sequence[float] | np.ndarray) -> np.ndarray:
     """``weights`` as an array summing to 1, or :class:`ConfigError` naming what is wrong."""
     try:
         w = np.asarray(weights, dtype=np.float64)
@@ -340,6 +350,28 @@ def _checked_weights(categories: tuple[str, ...], weights: Sequence[float]) -> n
     if not np.isfinite(w).all() or (w < 0).any() or not total > 0 or math.isinf(total):
         raise ConfigError(f"weights {w.tolist()}: expected finite non-negative numbers with a positive sum")
     out: np.ndarray = w / total
+    return out
+
+
+def _checked_matrix(events: Sequence[tuple[tuple[str, ...], int, float]],
+                    weights: Sequence[Sequence[float] | None]) -> np.ndarray | None:
+    """Every event's weights as one normalised matrix when all events share one categories tuple and all
+    have weights (the fast path); None otherwise. Bad weights raise as :func:`_checked_weights`."""
+    if not events or any(w is None for w in weights):
+        return None
+    first = events[0][0]
+    if any(cats is not first and cats != first for cats, _, _ in events):
+        return None
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None  # ragged or not numbers: the per-event check names the bad row
+    if w.shape != (len(events), len(first)):
+        return None
+    totals = w.sum(axis=1, keepdims=True)
+    if not np.isfinite(w).all() or (w < 0).any() or not (np.isfinite(totals) & (totals > 0)).all():
+        return None
+    out: np.ndarray = w / totals
     return out
 
 

@@ -167,3 +167,21 @@ def test_bad_cooldown_or_measure_is_refused() -> None:
         ShiftDetector(cooldown=-1)
     with pytest.raises(ConfigError, match="measure"):
         ShiftDetector(measure="kl")
+
+
+def test_update_many_with_one_weight_matrix_over_shared_categories_matches_an_update_loop() -> None:
+    rng = np.random.default_rng(8)
+    names = ("a", "b", "c", "d")
+    mains = np.repeat(np.arange(4), 120)
+    weights = np.array([rng.dirichlet(np.where(np.arange(4) == m, 30.0, 1.0)) for m in mains]) * 3.0  # not summing to 1
+    events = [(names, i, float(i)) for i in range(len(mains))]
+    one = ShiftDetector()
+    singles = [s for s in (one.update(*e, weights=list(w)) for e, w in zip(events, weights, strict=True)) if s]
+    many = ShiftDetector()
+    assert many.update_many(events, weights) == singles and len(singles) >= 2
+    for cat, share in one.current.items():
+        assert many.current[cat] == pytest.approx(share, abs=1e-9)
+    bad = weights.copy()
+    bad[300, 2] = -1.0
+    with pytest.raises(ConfigError, match="weights"):
+        ShiftDetector().update_many(events, bad)
