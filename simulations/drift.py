@@ -16,6 +16,11 @@ Shift detection: a reported shift matches a true one if it comes within ``window
 (each true shift matches at most one report). Precision, recall, F1 and the mean delay of the matches
 are reported. :func:`tune_detector` picks detector settings on validation populations whose seeds are
 distinct from the reported ones.
+
+Soft categories: :func:`evaluate_drift` and :func:`track_user` take optional per-user weight matrices
+(``n_events x C`` over ``population.categories``, rows summing to 1, e.g. a categoriser's posterior);
+every tracked distribution and the detector then take each event as those weights instead of its
+categories (the ``profile`` as the same time decay, computed in numpy).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from vane.client.profile import DecayedProfile
@@ -43,6 +48,19 @@ BASELINE_HALF_LIFE = 20.0
 DEFAULT_WINDOW = 40
 #: Events skipped at the start of each user before divergences count (every tracker starts empty).
 BURN_IN = 10
+#: Per user, one row of category weights per event (over ``population.categories``).
+Weights: TypeAlias = Mapping[str, np.ndarray]
+#: The detector settings :func:`tune_detector` searches: hysteresis (the tracker's default kind), and the
+#: re-seed + cool-down kind with the total-variation distance.
+DEFAULT_GRID: tuple[dict[str, tuple[Any, ...]], ...] = (
+    {"short_half_life": (5.0, 8.0), "long_half_life": (30.0, 60.0), "enter": (0.12, 0.16, 0.2),
+     "exit": (0.05, 0.08), "warmup": (20, 30)},
+    # lower thresholds for soft category weights (a posterior's memories differ less)
+    {"short_half_life": (5.0, 8.0), "long_half_life": (30.0, 60.0), "enter": (0.03, 0.05, 0.08),
+     "exit": (0.02,), "warmup": (20,)},
+    {"short_half_life": (5.0, 8.0), "long_half_life": (30.0, 60.0), "enter": (0.15, 0.2, 0.3, 0.4, 0.5, 0.6),
+     "exit": (0.0,), "warmup": (20,), "cooldown": (40,), "measure": ("tv",)},
+)
 
 
 @dataclass
@@ -63,29 +81,50 @@ def _vector(dist: Mapping[str, float], index: Mapping[str, int]) -> np.ndarray:
     return out / total if total > 0 else out
 
 
-def track_user(population: SyntheticPopulation, uid: str, detector_config: Mapping[str, float] | None = None,
-               half_life_days: float = 7.0) -> UserDrift:
-    """Replay one synthetic user through the tracker's state and measure every tracked distribution."""
+def _checked(population: SyntheticPopulation, weights: Weights | None) -> None:
+    for uid, events in population.users.items() if weights is not None else ():
+        w = weights.get(uid) if weights is not None else None
+        shape = None if w is None else np.shape(w)
+        if shape != (len(events), len(population.categories)):
+            raise ConfigError(f"weights of user {uid!r} have shape {shape}; expected "
+                              f"({len(events)}, {len(population.categories)}): one row per event and category")
+
+
+def track_user(population: SyntheticPopulation, uid: str, detector_config: Mapping[str, Any] | None = None,
+               half_life_days: float = 7.0, weights: np.ndarray | None = None) -> UserDrift:
+    """Replay one synthetic user through the tracker's state and measure every tracked distribution.
+
+    ``weights``: the user's ``n_events x C`` category weights, taken instead of the events' categories.
+    """
     events = population.users[uid]
     truth = population.truth[uid]
     index = {c: i for i, c in enumerate(population.categories)}
+    names = tuple(population.categories)
     detector = ShiftDetector(**dict(detector_config or {}))
     profile = DecayedProfile(half_life_s=half_life_days * 86400.0)
+    soft_profile = np.zeros(len(index))
     keep_df = 0.5 ** (1.0 / BASELINE_HALF_LIFE)
     u = np.zeros(len(index))
     rows: dict[str, list[np.ndarray]] = {name: [] for name in TRACKED}
     for t, ev in enumerate(events):
-        onehot = np.zeros(len(index))
-        onehot[[index[c] for c in ev.categories]] = 1.0 / len(ev.categories)
-        detector.update(ev.categories, t + 1, ev.unix_time)
-        profile.update(t + 1, ev.item_id, ev.title, ev.categories, ev.unix_time)
+        if weights is None:
+            onehot = np.zeros(len(index))
+            onehot[[index[c] for c in ev.categories]] = 1.0 / len(ev.categories)
+            detector.update(ev.categories, t + 1, ev.unix_time)
+            profile.update(t + 1, ev.item_id, ev.title, ev.categories, ev.unix_time)
+        else:
+            onehot = np.asarray(weights[t], dtype=np.float64)
+            detector.update(names, t + 1, ev.unix_time, weights=onehot)
+            gap = ev.unix_time - events[t - 1].unix_time if t else 0.0
+            soft_profile = soft_profile * 0.5 ** (gap / (half_life_days * 86400.0)) + onehot
         u = keep_df * u + onehot
         short = _vector(detector.short, index)
         if t < BURN_IN or t + 1 >= len(events):
             continue
         rows["short"].append(short)
         rows["long"].append(_vector(detector.long, index))
-        rows["profile"].append(_vector(profile.shares(), index))
+        rows["profile"].append(_vector(profile.shares(), index) if weights is None
+                               else soft_profile / soft_profile.sum())
         rows["current"].append(_vector(detector.current, index))
         rows["decayed-frequency"].append(u / u.sum())
     target = truth[BURN_IN + 1 :]
@@ -138,10 +177,15 @@ def detection_scores(users: Mapping[str, UserDrift], window: int = DEFAULT_WINDO
     }
 
 
-def evaluate_drift(population: SyntheticPopulation, detector_config: Mapping[str, float] | None = None,
-                   window: int = DEFAULT_WINDOW) -> DriftResult:
-    """Mean divergence (over users' events) of every tracked distribution, and shift-detection scores."""
-    users = {uid: track_user(population, uid, detector_config) for uid in population.users}
+def evaluate_drift(population: SyntheticPopulation, detector_config: Mapping[str, Any] | None = None,
+                   window: int = DEFAULT_WINDOW, weights: Weights | None = None) -> DriftResult:
+    """Mean divergence (over users' events) of every tracked distribution, and shift-detection scores.
+
+    ``weights``: per user, category weights per event taken instead of the events' categories.
+    """
+    _checked(population, weights)
+    users = {uid: track_user(population, uid, detector_config, weights=None if weights is None else weights[uid])
+             for uid in population.users}
     divergence = {name: float(np.mean(np.concatenate([u.divergence[name] for u in users.values()])))
                   for name in TRACKED}
     config = {"users": population.num_users, "seed": population.seed, "window": window,
@@ -149,36 +193,51 @@ def evaluate_drift(population: SyntheticPopulation, detector_config: Mapping[str
                                long_mass=None, shifts=None),
               "baseline_half_life_events": BASELINE_HALF_LIFE, "burn_in": BURN_IN}
     config["detector"] = {k: v for k, v in config["detector"].items() if k in
-                          ("short_half_life", "long_half_life", "enter", "exit", "warmup")}
+                          ("short_half_life", "long_half_life", "enter", "exit", "warmup", "cooldown", "measure")}
     return DriftResult(config, divergence, detection_scores(users, window), users)
 
 
-def _detections(population: SyntheticPopulation, config: Mapping[str, float]) -> dict[str, UserDrift]:
+def _detections(population: SyntheticPopulation, config: Mapping[str, Any],
+                weights: Weights | None = None) -> dict[str, UserDrift]:
     out = {}
+    names = tuple(population.categories)
     for uid, events in population.users.items():
         detector = ShiftDetector(**dict(config))
-        detector.update_many([(ev.categories, t + 1, ev.unix_time) for t, ev in enumerate(events)])
+        if weights is None:
+            detector.update_many([(ev.categories, t + 1, ev.unix_time) for t, ev in enumerate(events)])
+        else:
+            detector.update_many([(names, t + 1, ev.unix_time) for t, ev in enumerate(events)], list(weights[uid]))
         out[uid] = UserDrift({}, [s.event_index for s in detector.shifts], list(population.shifts[uid]))
     return out
 
 
 def tune_detector(validation: Sequence[SyntheticPopulation], window: int = DEFAULT_WINDOW,
-                  grid: Mapping[str, Sequence[float]] | None = None) -> tuple[dict[str, float], float]:
-    """The detector settings with the best pooled F1 over the validation populations."""
-    grid = grid or {"short_half_life": (5.0, 8.0), "long_half_life": (30.0, 60.0),
-                    "enter": (0.12, 0.16, 0.2), "exit": (0.05, 0.08), "warmup": (20.0, 30.0)}
-    keys = list(grid)
-    best: tuple[dict[str, float], float] = ({}, -1.0)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        config = dict(zip(keys, values, strict=True))
+                  grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None = None,
+                  weights: Sequence[Weights | None] | None = None) -> tuple[dict[str, Any], float]:
+    """The detector settings with the best pooled F1 over the validation populations.
+
+    ``grid``: one grid or several (their union; default :data:`DEFAULT_GRID`). ``weights``: per
+    validation population, its users' category weights (or None for its categories).
+    """
+    grids = DEFAULT_GRID if grid is None else ([grid] if isinstance(grid, Mapping) else list(grid))
+    per_population = list(weights) if weights is not None else [None] * len(validation)
+    if len(per_population) != len(validation):
+        raise ConfigError(f"{len(per_population)} weight sets for {len(validation)} validation populations")
+    for population, w in zip(validation, per_population, strict=True):
+        _checked(population, w)
+    candidates = [dict(zip(g, values, strict=True)) for g in grids for values in itertools.product(*g.values())]
+    best: tuple[dict[str, Any], float] = ({}, -1.0)
+    for config in candidates:
         config["warmup"] = int(config.get("warmup", 30))
+        if "cooldown" in config:
+            config["cooldown"] = int(config["cooldown"])
         try:
             ShiftDetector(**config)
         except ConfigError:
             continue
         users: dict[str, UserDrift] = {}
-        for i, population in enumerate(validation):
-            users.update({f"{i}/{uid}": drift for uid, drift in _detections(population, config).items()})
+        for i, (population, w) in enumerate(zip(validation, per_population, strict=True)):
+            users.update({f"{i}/{uid}": drift for uid, drift in _detections(population, config, w).items()})
         f1 = detection_scores(users, window)["f1"]
         if f1 > best[1] + 1e-12:
             best = (config, f1)
@@ -217,7 +276,7 @@ def plot_divergence(result: DriftResult, path: Path, users: Sequence[str] | None
 
 
 def run_drift(out: Path, num_users: int = 200, seed: int = 0, validation_seeds: Sequence[int] = (),
-              window: int = DEFAULT_WINDOW, detector_config: Mapping[str, float] | None = None) -> dict[str, Any]:
+              window: int = DEFAULT_WINDOW, detector_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Drift evaluation on ``SyntheticPopulation(num_users, seed=seed)``; writes ``drift.json`` and ``drift.png``.
 
     With ``validation_seeds`` the detector is first tuned on those populations (seeds must differ from

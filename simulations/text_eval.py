@@ -18,6 +18,8 @@ Categorisation methods (top-1, top-3, macro recall on the test headlines):
 ``head-federated-10%``      the same head federated with Flower over the devices
                             (:func:`vane.simulations.head_fed.run_head_simulation`), each training on its
                             own labelled headlines; the text audit checks every reply
+``head-central-100%``, ``bow-100%``  the central head and the hashed bag of words on every pool headline's
+                            label (5,000: all the devices' headlines), for the tracking's label-count curve
 
 Tracking (:mod:`.text_tracking`) and the real browser fixtures (:mod:`.text_fixtures`) follow; the report
 is :mod:`.text_report`.
@@ -113,7 +115,8 @@ def _centroids(x: np.ndarray, y: np.ndarray, classes: int, prior: np.ndarray | N
 
 def categorisation(data: Headlines, x: np.ndarray, prior: np.ndarray, split: Split, c: TextEvalConfig,
                    say: Callable[[str], None], workdir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Every method's scores on the test headlines, and each method's test predictions (label per row)."""
+    """Every method's results on the test headlines, and each method's test scores (``n_test x C``: the
+    heads' softmax probabilities, the centroids' cosines)."""
     classes = len(data.categories)
     y = data.labels
     test, few, lab = split.test, split.few, split.labelled
@@ -123,7 +126,7 @@ def categorisation(data: Headlines, x: np.ndarray, prior: np.ndarray, split: Spl
 
     def keep(name: str, score: np.ndarray, **extra: Any) -> None:
         results[name] = {**scores(score, yt, classes), **extra}
-        predictions[name] = np.argmax(score, axis=1)
+        predictions[name] = np.asarray(score, dtype=np.float64)
         say(f"  {name:22s} top-1 {results[name]['top1']:.3f}  top-3 {results[name]['top3']:.3f}  "
             f"macro recall {results[name]['macro_recall']:.3f}")
 
@@ -142,6 +145,10 @@ def categorisation(data: Headlines, x: np.ndarray, prior: np.ndarray, split: Spl
     central = _head(x[lab], y[lab], classes, c)
     keep("head-central-10%", central.probabilities(x[test]), labels=len(lab),
          seconds=time.perf_counter() - started)
+    keep("head-central-100%", _head(x[split.pool], y[split.pool], classes, c).probabilities(x[test]),
+         labels=len(split.pool))
+    keep("bow-100%", _head(bow[split.pool], y[split.pool], classes, c).probabilities(bow[test]),
+         labels=len(split.pool))
     if c.federated:
         fed, info = federated_head(data, x, split, c, say, workdir)
         from vane.client.topic_head import SoftmaxHead
@@ -226,7 +233,7 @@ def run_text_eval(config: TextEvalConfig, out: str | Path,
     say(f"categorisation: {len(split.test)} test headlines, {len(split.labelled)} labels (10%), {len(split.few)} (1%)")
     cat, predictions = categorisation(data, x, prior, split, config, say, out)
     say("text-only tracking")
-    track = tracking(data, split, predictions, config, say)
+    track = tracking(data, split, predictions, config, say, cat)
     say("real browser fixtures")
     fixtures = fixture_other_shares(config.data, encoder)
     results = {
