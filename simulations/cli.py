@@ -226,6 +226,8 @@ def evaluate_text_command(
     rounds: int = typer.Option(100, min=1, help="Federated rounds of the head."),
     local_epochs: int = typer.Option(2, min=1, help="Local gradient steps per federated round."),
     federated: bool = typer.Option(True, "--federated/--no-federated", help="Federate the head with Flower."),
+    federated_all_labels: bool = typer.Option(
+        False, "--federated-all-labels", help="Also federate the head on every device's labels (~17 min more)."),
     users: int = typer.Option(200, min=1, help="Users of the text-only tracking population."),
     encoder: str | None = typer.Option(None, help="Encoder artifact (default: built once, cached in .vane/)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
@@ -238,7 +240,8 @@ def evaluate_text_command(
 
     config = TextEvalConfig(data=data, seed=seed, limit=limit, test_size=test_size, devices=devices,
                             few_labels=few_labels, fed_rounds=rounds, fed_local_epochs=local_epochs,
-                            federated=federated, tracking_users=users, encoder=encoder)
+                            federated=federated, federated_all_labels=federated_all_labels,
+                            tracking_users=users, encoder=encoder)
     results = run_text_eval(config, out)
     typer.echo((__import__("pathlib").Path(out) / "report.md").read_text(encoding="utf-8"))
     typer.echo(f"wrote {', '.join(results['outputs'])}")

@@ -20,6 +20,7 @@ Categorisation methods (top-1, top-3, macro recall on the test headlines):
                             own labelled headlines; the text audit checks every reply
 ``head-central-100%``, ``bow-100%``  the central head and the hashed bag of words on every pool headline's
                             label (5,000: all the devices' headlines), for the tracking's label-count curve
+``head-federated-100%``     with ``federated_all_labels``: the federated head on every device's labels
 
 Tracking (:mod:`.text_tracking`) and the real browser fixtures (:mod:`.text_fixtures`) follow; the report
 is :mod:`.text_report`.
@@ -70,6 +71,7 @@ class TextEvalConfig:
     fed_rounds: int = 100
     fed_local_epochs: int = 2
     federated: bool = True
+    federated_all_labels: bool = False  # also federate the head on every device's labels (~17 min more)
     tracking_users: int = 200
     encoder: str | None = None  # an encoder artifact; default: built once and cached under .vane/
     cache: str = str(CACHE_DIR)
@@ -157,18 +159,25 @@ def categorisation(data: Headlines, x: np.ndarray, prior: np.ndarray, split: Spl
              **info)
         results["head-federated-10%"]["ratio_to_central"] = (results["head-federated-10%"]["top1"]
                                                              / results["head-central-10%"]["top1"])
+    if c.federated and c.federated_all_labels:
+        from vane.client.topic_head import SoftmaxHead
+
+        fed, info = federated_head(data, x, split, c, say, workdir, split.pool)
+        keep("head-federated-100%", SoftmaxHead(fed, x.shape[1], classes).probabilities(x[test]),
+             labels=len(split.pool), **info)
     return results, predictions
 
 
 def federated_head(data: Headlines, x: np.ndarray, split: Split, c: TextEvalConfig, say: Callable[[str], None],
-                   workdir: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The head federated with Flower over the devices (their labelled headlines), audited for text leaks."""
+                   workdir: Path, labelled_rows: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The head federated with Flower over the devices (their labelled headlines, default ``split.labelled``),
+    audited for text leaks."""
     from vane.server.head_app import HeadSettings
     from vane.shared.wordpiece import WordPiece
     from vane.simulations.audit.text import TextAudit, TextNeedles, check_text_messages
     from vane.simulations.head_fed import run_head_simulation
 
-    labelled = set(split.labelled.tolist())
+    labelled = set((split.labelled if labelled_rows is None else labelled_rows).tolist())
     devices = [(x[rows], data.labels[rows]) for rows in
                ([r for r in part if int(r) in labelled] for part in split.devices) if len(rows)]
     settings = HeadSettings(dims=x.shape[1], classes=len(data.categories), rounds=c.fed_rounds,

@@ -29,7 +29,8 @@ def _targets(results: Mapping[str, Any]) -> list[tuple[str, str, str, bool | Non
                  cat[best_few]["top1"] >= 0.50))
     if {"encoder", "oracle", "hashed-tokens"} <= track.keys():
         ora, bow = track["oracle"], track["hashed-tokens"]
-        for name in ("encoder", "encoder-soft", "encoder-soft+prior", "head-100%-soft", "head-100%-soft+prior"):
+        for name in ("encoder", "encoder-soft", "encoder-soft+prior", "head-100%-soft", "head-100%-soft+prior",
+                     "encoder-100%-soft", "encoder-100%-soft+prior"):
             if name not in track:
                 continue
             enc = track[name]
@@ -158,7 +159,8 @@ def write_report(results: Mapping[str, Any], out: Path) -> list[Path]:
     for mode, points in curve.items():
         if points:
             right.plot(*zip(*points, strict=True), marker="o", label=f"central head{mode or ' (argmax)'}")
-    for name, style in (("encoder", "x"), ("encoder-soft", "s"), ("hashed-tokens", "v"), ("hashed-100%-soft", "^")):
+    for name, style in (("encoder", "x"), ("encoder-soft", "s"), ("encoder-100%-soft+prior", "D"),
+                        ("hashed-tokens", "v"), ("hashed-100%-soft", "^")):
         if name in track and "labels" in track[name]:
             right.plot(track[name]["labels"], track[name]["divergence_ratio_to_oracle"], style, label=name)
     right.axhline(1.25, color="k", ls="--", lw=1, label="target 1.25 × oracle")

@@ -51,6 +51,9 @@ VARIANTS: dict[str, tuple[str | None, str]] = {
     "head-100%": ("head-central-100%", "argmax"),
     "head-100%-soft": ("head-central-100%", "soft"),
     "head-100%-soft+prior": ("head-central-100%", "soft+prior"),
+    "encoder-100%": ("head-federated-100%", "argmax"),  # only with ``federated_all_labels``
+    "encoder-100%-soft": ("head-federated-100%", "soft"),
+    "encoder-100%-soft+prior": ("head-federated-100%", "soft+prior"),
     "hashed-tokens": ("bow-10%", "argmax"),
     "hashed-tokens-soft": ("bow-10%", "soft"),
     "hashed-100%": ("bow-100%", "argmax"),

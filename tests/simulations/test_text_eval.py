@@ -123,7 +123,7 @@ def test_evaluate_text_runs_end_to_end_on_a_slice(tmp_path: Path, encoder_blob: 
     assert fed["devices"] == 4 and fed["rounds"] == 2
     assert fed["audit"]["passed"] and fed["audit"]["replies"] == 4 * 3  # a counts round, then 2 train rounds
     track = results["tracking"]
-    assert set(track) == set(VARIANTS)
+    assert set(track) == {name for name, (method, _) in VARIANTS.items() if method != "head-federated-100%"}
     assert track["oracle"]["label_error"] == 0.0 and track["encoder"]["method"] == "head-federated-10%"
     assert track["encoder-soft"]["method"] == "head-federated-10%" and track["encoder-soft"]["mode"] == "soft"
     assert track["encoder-soft+prior"]["prior_weight"] in PRIOR_GRID
