@@ -4,7 +4,7 @@ A model whose spec has ``ranker_units > 0`` carries, after the LSTM's arrays, a 
 each candidate's features (:data:`vane.shared.candidates.FIELDS`, divided by the fixed
 :data:`vane.shared.ranker_data.FEATURE_SCALE`) and gives two numbers per candidate: a next-category score
 (a softmax over the query's candidates) and a next-window intensity logit. Its loss is listwise: the
-cross-entropy of the softmax over the real candidates against the next event's categories, plus
+negative log-softmax over the real candidates summed over the next event's categories, plus
 ``spec.intensity_weight`` times the candidates' mean binary cross-entropy against "occurs in the next
 ``intensity_horizon`` events".
 

@@ -9,9 +9,12 @@ and the device use what is here, so training on the server, on the device and in
   so the network sees inputs of order one without statistics being collected for it;
 - :func:`pack`: queries of up to ``spec.ranker_candidates`` candidates as one ``(B, C, F)`` array and a mask;
 - :func:`ranker_examples`: the training examples of one person's time-ordered events. Each event with an
-  earlier one whose categories are among its candidates is one query; the listwise target spreads one unit
-  over the candidates among the event's categories; the intensity target marks the candidates that occur
-  in the next ``horizon`` events (the event itself included).
+  earlier one whose categories are among its candidates is one query; the listwise target is 1 for every
+  candidate among the event's categories (the loss sums their negative log-softmax, so the softmax learns
+  how likely each category is to be *among* the next event's: what HR@1 counts; spreading one unit over
+  them instead learned ``P(c) / |categories|``, which on MovieLens' multi-genre films cost 0.005 of HR@1,
+  0.547 against 0.552); the intensity target marks the candidates that occur in the next ``horizon``
+  events (the event itself included).
 
 Only numpy and the standard library.
 """
@@ -118,7 +121,7 @@ def ranker_examples(events: Sequence[Event], stats: PopulationStats, candidates:
             if hit.any():
                 when = event.unix_time if query_time else state.last_event_time
                 rows.append(query.features(when))
-                targets.append(hit / hit.sum())
+                targets.append(hit)
                 futures.append(future)
         state.observe(event)
     x, mask = pack(rows, candidates)
