@@ -131,7 +131,7 @@ class EvaluationConfig:
     mix_grid_step : float, default 0.1
         Resolution of the candidate blends the federated devices score (``mix-grid-step``; 0.1 is the
         central tuning's grid, 1,001 candidates).
-    ranker_rounds : int, default 8
+    ranker_rounds : int, default 3
         Federated rounds of ``federated-ranker`` (after its federated-analytics round); ``ranker_secure``
         runs them and the statistics round under SecAgg+.
     new_users : bool, default True
@@ -159,7 +159,7 @@ class EvaluationConfig:
     mix_grid_step: float = 0.1
     num_cpus: int | None = None
     new_users: bool = True
-    ranker_rounds: int = 8
+    ranker_rounds: int = 3
     ranker_secure: bool = False
 
     def __post_init__(self) -> None:

@@ -52,7 +52,7 @@ class FedRankerConfig:
     units : int, default 64
         The ranker's first hidden layer (the second has half).
     rounds, local_epochs, learning_rate : federated training (Adam on the device, FedAvg on the server)
-    learning_rate_decay : float, default 1.0
+    learning_rate_decay : float, default 0.5
         The device's rate in round ``r`` is ``learning_rate * learning_rate_decay ** (r - 1)``.
     strategy : str, default "fedavg"
     secure : bool, default False
@@ -63,10 +63,10 @@ class FedRankerConfig:
     """
 
     units: int = 64
-    rounds: int = 8
+    rounds: int = 3
     local_epochs: int = 15
     learning_rate: float = 0.005
-    learning_rate_decay: float = 1.0
+    learning_rate_decay: float = 0.5
     strategy: str = "fedavg"
     secure: bool = False
     central_epochs: int = 4
