@@ -228,7 +228,7 @@ def evaluate_text_command(
     local_epochs: int = typer.Option(2, min=1, help="Local gradient steps per federated round."),
     federated: bool = typer.Option(True, "--federated/--no-federated", help="Federate the head with Flower."),
     federated_all_labels: bool = typer.Option(
-        False, "--federated-all-labels", help="Also federate the head on every device's labels (~17 min more)."),
+        False, "--federated-all-labels", help="Also federate the head on every device's labels (~15 min more)."),
     users: int = typer.Option(200, min=1, help="Users of the text-only tracking population."),
     encoder: str | None = typer.Option(None, help="Encoder artifact (default: built once, cached in .vane/)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),

@@ -71,7 +71,7 @@ class TextEvalConfig:
     fed_rounds: int = 100
     fed_local_epochs: int = 2
     federated: bool = True
-    federated_all_labels: bool = False  # also federate the head on every device's labels (~17 min more)
+    federated_all_labels: bool = False  # also federate the head on every device's labels (~15 min more)
     tracking_users: int = 200
     encoder: str | None = None  # an encoder artifact; default: built once and cached under .vane/
     cache: str = str(CACHE_DIR)
