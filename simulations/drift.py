@@ -82,8 +82,10 @@ def _vector(dist: Mapping[str, float], index: Mapping[str, int]) -> np.ndarray:
 
 
 def _checked(population: SyntheticPopulation, weights: Weights | None) -> None:
-    for uid, events in population.users.items() if weights is not None else ():
-        w = weights.get(uid) if weights is not None else None
+    if weights is None:
+        return
+    for uid, events in population.users.items():
+        w = weights.get(uid)
         shape = None if w is None else np.shape(w)
         if shape != (len(events), len(population.categories)):
             raise ConfigError(f"weights of user {uid!r} have shape {shape}; expected "

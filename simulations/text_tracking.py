@@ -112,6 +112,7 @@ def prior_weights(stream: _Stream, posterior: Mapping[str, np.ndarray], a: float
     """``soft+prior`` weights: each event's posterior times the personal prior from the detector's
     ``current`` memory before the event (the detector fed these same weights), renormalised."""
     from vane.client.shifts import ShiftDetector
+    from vane.simulations.drift import _vector
 
     if a == 0:
         return dict(posterior)
@@ -124,10 +125,8 @@ def prior_weights(stream: _Stream, posterior: Mapping[str, np.ndarray], a: float
         events = stream.population.users[uid]
         rows = np.empty_like(p)
         for t, ev in enumerate(events):
-            current = np.zeros(classes)
-            for name, share in detector.current.items():
-                current[index[name]] = share
-            prior = (1.0 - a) / classes + (a * current / current.sum() if current.sum() > 0 else a / classes)
+            current = _vector(detector.current, index)  # normalised; zeros before the first event
+            prior = (1.0 - a) / classes + (a * current if current.sum() > 0 else a / classes)
             w = p[t] * prior
             rows[t] = w / w.sum()
             detector.update(names, t + 1, ev.unix_time, weights=rows[t])
