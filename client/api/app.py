@@ -33,6 +33,8 @@ T = TypeVar("T")
 #: The dashboard's static files (written by the dashboard's own engineer), served without a token.
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 DEFAULT_MAX_BODY = 1 << 20
+_LEVEL_DOC = ("full: the topics as stored (/Sports/Basketball); top: the top-level topics (/Sports), each with "
+              "the topics under it")
 _EVENT_SCHEMA = {"type": "object", "required": ["item_id", "timestamp", "kind"], "properties": {
     "item_id": {"type": "string"}, "timestamp": {"type": ["string", "number"]}, "kind": {"type": "string"},
     "categories": {"type": "array", "items": {"type": "string"}}, "title": {"type": "string"},
@@ -198,14 +200,21 @@ def create_app(tracker: InterestTracker, token: str, origins: Iterable[str], *,
         return await call(lambda: views.history_json(tracker, buckets, level))
 
     @app.get("/api/predict")
-    async def predict(k: Annotated[int, Query(ge=1, le=1000)] = 5) -> dict[str, Any]:
-        """What comes next, with the reasons, and the next-window intensity."""
-        return await call(lambda: views.prediction_json(tracker, k))
+    async def predict(k: Annotated[int, Query(ge=1, le=1000)] = 5,
+                      level: Annotated[str, Query(pattern="^(top|full)$", description=_LEVEL_DOC)] = "full",
+                      ) -> dict[str, Any]:
+        """What comes next, with the reasons, and the next-window intensity, at the ``top`` or ``full`` topic
+        level (at ``top`` a top-level topic's chance is its topics' summed; its intensity is the chance that any
+        of them appears)."""
+        return await call(lambda: views.prediction_json(tracker, k, level))
 
     @app.get("/api/shifts")
-    async def shifts() -> dict[str, Any]:
-        """Detected interest shifts, oldest first."""
-        return {"shifts": [s.to_dict() for s in await call(tracker.shifts)]}
+    async def shifts(level: Annotated[str, Query(pattern="^(top|full)$", description=_LEVEL_DOC)] = "full",
+                     ) -> dict[str, Any]:
+        """Detected interest shifts, oldest first, at the ``top`` or ``full`` topic level (at ``top`` a change
+        inside one top-level topic, ``/Sports/Basketball`` to ``/Sports/Soccer``, is not a shift)."""
+        found = await call(lambda: tracker.shifts(level=level))
+        return {"shifts": [s.to_dict() for s in found], "level": level}
 
     @app.post("/api/recommend", openapi_extra=_body_doc({"type": "object", "required": ["candidates"], "properties": {
         "candidates": {"type": "array", "items": {"type": "object"}}, "k": {"type": "integer"}}}))

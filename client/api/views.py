@@ -107,10 +107,24 @@ _SOURCES = ("the model gives it {:.0%}", "{:.0%} of your recent events", "{:.0%}
             "{:.0%} of what followed your last topics before", "your last event was about it")
 
 
-def prediction_json(tracker: InterestTracker, k: int) -> dict[str, Any]:
-    """``tracker.predict(k)`` with, for each topic, the reasons: what each source of the blend gives it."""
-    prediction = tracker.predict(k)
-    parts = tracker.predictor.components(tracker.personal_state, tracker.model_state.interest)
+def _rolled_up(part: Mapping[str, float], blocked: frozenset[str], level: str) -> Mapping[str, float]:
+    """One source's probabilities at ``level``: a top-level topic's is its unblocked topics' summed."""
+    if level == "full":
+        return part
+    out: dict[str, float] = defaultdict(float)
+    for topic, p in part.items():
+        if not is_blocked(topic, blocked):
+            out[level_of(topic, level)] += p
+    return out
+
+
+def prediction_json(tracker: InterestTracker, k: int, level: str = "full") -> dict[str, Any]:
+    """``tracker.predict(k, level=level)`` with, for each topic, the reasons: what each source of the blend
+    gives it (at ``top``, what it gives the topics under it, summed)."""
+    prediction = tracker.predict(k, level=level)
+    blocked = tracker.blocked()
+    parts = [_rolled_up(part, blocked, level)
+             for part in tracker.predictor.components(tracker.personal_state, tracker.model_state.interest)]
     weights = tracker.mix.weights()
     predictions = []
     for topic, probability in prediction.next_interest:
@@ -119,7 +133,8 @@ def prediction_json(tracker: InterestTracker, k: int) -> dict[str, Any]:
                    if w > 0 and part.get(topic, 0.0) >= 0.005]
         predictions.append({"topic": topic, "probability": probability,
                             "reasons": [text for _, text in sorted(reasons, key=lambda r: -r[0])]})
-    return {"predictions": predictions, "intensity": dict(prediction.intensity), "source": prediction.source}
+    return {"predictions": predictions, "intensity": dict(prediction.intensity), "source": prediction.source,
+            "level": level}
 
 
 def events_json(tracker: InterestTracker, topic: str | None, limit: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@ checked against the tracker's own answers once the server has stopped and releas
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_record_one_and_a_batch_and_the_answers_are_the_trackers(tmp_path: Path,
             [(c, pytest.approx(p)) for c, p in want_prediction.next_interest]
         assert all(p["reasons"] and all(isinstance(r, str) for r in p["reasons"]) for p in prediction["predictions"])
         assert prediction["intensity"] == pytest.approx(dict(want_prediction.intensity)) and prediction["intensity"]
-        assert shifts == {"shifts": [s.to_dict() for s in tracker.shifts()]}
+        assert shifts == {"shifts": [s.to_dict() for s in tracker.shifts()], "level": "full"}
         assert len(exported["events"]) == 71 and exported["events"] == tracker.export()["events"]
         assert versions["model"] == {"version": tracker.model_version, "taxonomy": Taxonomy(NAMES).version}
         assert versions["encoder"] is None
@@ -235,3 +236,78 @@ def test_with_an_encoder_a_titled_visit_no_rule_knows_gets_the_categorisers_topi
         assert sent.json() == {"recorded": 1, "duplicates": 0}
         stored = api.client.get("/api/events").json()["events"][0]
         assert stored["categories"] == [t["topic"] for t in topics]
+
+
+def tree_store(tmp_path: Path) -> Path:
+    """A store on the Topics taxonomy: 60 basketball, 60 soccer, then 60 politics events, nine minutes apart."""
+    store = tmp_path / "tree.db"
+    plan = [("/Sports/Basketball", 60), ("/Sports/Soccer", 60), ("/News/Politics", 60)]
+    cats = [cat for cat, n in plan for _ in range(n)]
+    with InterestTracker.open(store, key_file=tmp_path / "tree.db.key") as tracker:
+        tracker.record_many([{"item_id": f"t-{i}", "categories": [cat], "kind": "view", "title": f"story {i}",
+                              "timestamp": (T0 + timedelta(minutes=9 * i)).isoformat()} for i, cat in enumerate(cats)])
+    return store
+
+
+def test_predict_and_shifts_at_the_top_level_roll_up_the_topics_tree(tmp_path: Path) -> None:
+    store = tree_store(tmp_path)
+    with running(store) as api:
+        def get(path: str, **params: object) -> dict[str, object]:
+            answer = api.client.get(path, params=params)
+            assert answer.status_code == 200, answer.text
+            return dict(answer.json())
+
+        top, full, default = (get("/api/predict", k=10, level="top"), get("/api/predict", k=10, level="full"),
+                              get("/api/predict", k=10))
+        top_shifts, full_shifts, default_shifts = (get("/api/shifts", level="top"), get("/api/shifts", level="full"),
+                                                   get("/api/shifts"))
+        schema = get("/api/openapi.json")
+        assert api.stop() == 0
+    with reopen(store) as tracker:
+        want_full, want_top = tracker.predict(10), tracker.predict(10, level="top")
+        parts = tracker.predictor.components(tracker.personal_state, tracker.model_state.interest)
+        assert {s.to_dict()["from_categories"][0] for s in tracker.shifts()} >= {"/Sports/Basketball"}
+        want_shifts = json.loads(json.dumps({"full": [s.to_dict() for s in tracker.shifts()],
+                                             "top": [s.to_dict() for s in tracker.shifts(level="top")]}))
+    # Full: today's answers, unchanged, and the default.
+    assert full == {**default, "level": "full"} and default["level"] == "full"
+    assert [(p["topic"], p["probability"]) for p in full["predictions"]] == \
+        [(c, pytest.approx(p)) for c, p in want_full.next_interest]
+    assert {p["topic"] for p in full["predictions"]} == {"/Sports/Basketball", "/Sports/Soccer", "/News/Politics"}
+    assert full_shifts == default_shifts == {"shifts": want_shifts["full"], "level": "full"}
+    assert ("/Sports/Basketball", "/Sports/Soccer") in [(s["from_categories"][0], s["to_categories"][0])
+                                                        for s in full_shifts["shifts"]]
+    # Top: only top-level topics, each the sum of the topics under it, with reasons summed the same way.
+    assert top["level"] == "top" and top["source"] == full["source"] == "profile"
+    chances = {p["topic"]: p["probability"] for p in top["predictions"]}
+    assert set(chances) == {"/Sports", "/News"}
+    assert chances == pytest.approx(dict(want_top.next_interest))
+    assert chances["/Sports"] == pytest.approx(sum(p["probability"] for p in full["predictions"]
+                                                   if p["topic"].startswith("/Sports/")))
+    assert sum(chances.values()) == pytest.approx(sum(p["probability"] for p in full["predictions"]))
+    shares = parts[2]  # the person's interests over time
+    sports = next(p for p in top["predictions"] if p["topic"] == "/Sports")
+    assert f"{sum(v for c, v in shares.items() if c.startswith('/Sports/')):.0%} of your interests over time" \
+        in sports["reasons"]
+    assert all(p["reasons"] and all(isinstance(r, str) for r in p["reasons"]) for p in top["predictions"])
+    # A change inside /Sports is no top-level shift; sports to news is.
+    assert top_shifts == {"shifts": want_shifts["top"], "level": "top"}
+    assert [(s["from_categories"][0], s["to_categories"][0]) for s in top_shifts["shifts"]] == [("/Sports", "/News")]
+    for path in ("/api/predict", "/api/shifts"):
+        level = next(p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "level")  # type: ignore[index]
+        assert level["in"] == "query" and level["schema"]["default"] == "full" and "top" in level["description"]
+
+
+def test_a_bad_level_is_refused_naming_it_and_changes_nothing(tmp_path: Path) -> None:
+    store = tree_store(tmp_path)
+    with running(store) as api:
+        before = (api.client.get("/api/predict").json(), api.client.get("/api/shifts").json())
+        for path in ("/api/predict", "/api/shifts", "/api/interests"):
+            for bad in ("middle", "Top", ""):
+                answer = api.client.get(path, params={"level": bad})
+                assert answer.status_code == 400, (path, bad, answer.text)
+                error = answer.json()["error"]
+                assert error["type"] == "RequestError" and error["message"].startswith(f"level is {bad!r};")
+                assert "top|full" in error["message"]
+        assert (api.client.get("/api/predict").json(), api.client.get("/api/shifts").json()) == before
+        assert api.client.get("/api/health").json()["events"] == 180
