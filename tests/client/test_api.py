@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -20,7 +21,7 @@ NAMES = ["sports", "news", "food", "travel", "music", "films", "games"]
 
 def visits(n: int, seed: int = 0, start: int = 0) -> list[dict[str, object]]:
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[dict[str, object]] = []
     for i in range(start, start + n):
         cat = "sports" if rng.random() < 0.6 else NAMES[int(rng.integers(1, len(NAMES)))]
         out.append({"item_id": f"{cat}-{i}", "categories": [cat], "kind": "view", "title": f"{cat} story {i}",
@@ -252,7 +253,7 @@ def tree_store(tmp_path: Path) -> Path:
 def test_predict_and_shifts_at_the_top_level_roll_up_the_topics_tree(tmp_path: Path) -> None:
     store = tree_store(tmp_path)
     with running(store) as api:
-        def get(path: str, **params: object) -> dict[str, object]:
+        def get(path: str, **params: str | int) -> dict[str, Any]:
             answer = api.client.get(path, params=params)
             assert answer.status_code == 200, answer.text
             return dict(answer.json())
@@ -294,7 +295,7 @@ def test_predict_and_shifts_at_the_top_level_roll_up_the_topics_tree(tmp_path: P
     assert top_shifts == {"shifts": want_shifts["top"], "level": "top"}
     assert [(s["from_categories"][0], s["to_categories"][0]) for s in top_shifts["shifts"]] == [("/Sports", "/News")]
     for path in ("/api/predict", "/api/shifts"):
-        level = next(p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "level")  # type: ignore[index]
+        level = next(p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "level")
         assert level["in"] == "query" and level["schema"]["default"] == "full" and "top" in level["description"]
 
 
