@@ -59,28 +59,45 @@ def _iso(unix: float | None) -> str | None:
     return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat()
 
 
-def profile_page(tracker: Any, top: int, because: int = 0) -> dict[str, Any]:
+def profile_page(tracker: Any, top: int, because: int = 0, level: str = "full") -> dict[str, Any]:
     """The ``--json`` page of ``vane client profile`` (``"format": 2``), which the tables are drawn from.
 
     ``interests``, ``prediction`` and ``shifts`` are the tracker's answers as before (``interests`` may
-    hold ``other``, the uncategorised events). Format 2 adds ``summary`` (``events_seen``,
+    hold ``other``, the uncategorised events), at ``level`` (``"full"``, the topics as stored, or ``"top"``:
+    see :mod:`vane.client.levels`), which ``level`` names. Format 2 adds ``summary`` (``events_seen``,
     ``uncategorised_events``, ``first_event``/``newest_event`` as ISO-8601 UTC, ``newest_event_age_days``,
     ``score_meaning``: what ``score`` means), ``shown`` (the interests listed: ``other`` left out, each
     with its ``events`` count) and, with ``because`` > 0, ``because``: the newest ``because`` events
-    behind each shown interest, full titles, newest first.
+    behind each shown interest, full titles, newest first. At the ``top`` level an interest's ``events`` and
+    ``because`` are the events with any unblocked topic under it, each counted once.
     """
+    from vane.client.blocks import is_blocked
+    from vane.client.levels import at_level
     from vane.client.tracker_state import time_ordered
     from vane.shared import events as shared_events
 
-    wide = tracker.interests(top + 1)  # one spare: ``other`` is not listed as an interest
-    prediction, shifts, personal = tracker.predict(top), tracker.shifts(), tracker.personal_state
+    wide = tracker.interests(top + 1, level=level)  # one spare: ``other`` is not listed as an interest
+    prediction, shifts = tracker.predict(top, level=level), tracker.shifts(level=level)
+    personal = tracker.personal_state
     interests = wide.to_dict()
     interests["top"] = interests["top"][:top]
     profile, newest = personal.profile, personal.last_time
-    shown = [dict(c, events=profile.counts.get(c["category"], 0))
+    blocked = tracker.blocked()
+
+    def topics_of(categories: tuple[str, ...]) -> dict[str, None]:
+        """An event's topics at ``level``, each once (blocked ones left out at the top level, as in the roll-up)."""
+        return dict.fromkeys(at_level(c, level) for c in categories if level == "full" or not is_blocked(c, blocked))
+
+    counts: dict[str, int] = dict(profile.counts)
+    if level != "full":  # an event with two topics under one top-level topic counts once for it
+        counts = {}
+        for _, ev in tracker.store.events():
+            for name in topics_of(ev.categories):
+                counts[name] = counts.get(name, 0) + 1
+    shown = [dict(c, events=counts.get(c["category"], 0))
              for c in wide.to_dict()["top"] if c["category"] != OTHER][:top]
     page: dict[str, Any] = {
-        "format": 2, "interests": interests, "prediction": prediction.to_dict(),
+        "format": 2, "level": level, "interests": interests, "prediction": prediction.to_dict(),
         "shifts": [s.to_dict() for s in shifts], "shown": shown,
         "summary": {
             "events_seen": profile.count, "uncategorised_events": profile.counts.get(OTHER, 0),
@@ -92,7 +109,7 @@ def profile_page(tracker: Any, top: int, because: int = 0) -> dict[str, Any]:
     if because > 0:
         behind: dict[str, list[dict[str, Any]]] = {c["category"]: [] for c in shown}
         for _, ev in reversed(time_ordered(tracker.store)):
-            for cat in ev.categories:
+            for cat in topics_of(ev.categories):
                 if cat in behind and len(behind[cat]) < because:
                     behind[cat].append({"timestamp": ev.timestamp.isoformat(), "title": ev.title,
                                         "item_id": ev.item_id})
@@ -104,13 +121,19 @@ def profile_page(tracker: Any, top: int, because: int = 0) -> dict[str, Any]:
 def profile(store: StoreOpt, key_file: KeyOpt = None, passphrase_env: PassOpt = None, as_json: JsonOpt = False,
             top: Annotated[int, typer.Option(min=1, max=100, help="How many interests.")] = 5,
             because: Annotated[int, typer.Option(min=0, max=1000, help="Show the newest N events behind each "
-                                                 "interest, with full titles.")] = 0) -> None:
+                                                 "interest, with full titles.")] = 0,
+            level: Annotated[str, typer.Option(help="full: the topics as stored (/Sports/Basketball); top: the "
+                                               "top-level topics (/Sports), each with the topics under it. "
+                                               "Applies to interests, predictions and shifts.")] = "full") -> None:
     """Show your interests now (one score, explained), what comes next and the detected shifts.
 
     --json prints the same page as JSON, "format": 2 (see vane.client.cli_client.profile_page).
     """
+    if level not in ("full", "top"):
+        raise typer.BadParameter(f"level is {level!r}; expected 'full' (the topics as stored) or 'top' "
+                                 "(the top-level topics)", param_hint="--level")
     with _open(store, key_file, passphrase_env) as tracker:
-        page = profile_page(tracker, top, because)
+        page = profile_page(tracker, top, because, level)
     if as_json:
         _print_json(page)
         return

@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from vane.client.tracker import InterestTracker
 from vane.shared import Event, Taxonomy
 
@@ -86,7 +87,8 @@ def test_one_explained_score_no_other_the_time_span_and_the_age_of_old_data(tmp_
     assert page["summary"]["newest_event_age_days"] > 2000
     assert "other" in [c["category"] for c in page["interests"]["top"]]  # the tracker's answer, unchanged
     assert sum(c["score"] for c in page["interests"]["top"]) <= 1.0 + 1e-9
-    assert set(page) == {"format", "interests", "prediction", "shifts", "shown", "summary"}
+    assert set(page) == {"format", "level", "interests", "prediction", "shifts", "shown", "summary"}
+    assert page["level"] == "full"
 
 
 def test_because_shows_the_newest_events_with_full_titles(tmp_path: Path) -> None:
@@ -113,3 +115,58 @@ def test_fresh_data_is_not_called_old_and_a_model_is_named_in_the_meaning(tmp_pa
     assert "in the next window" in shown.stdout  # the model's intensity column, absent without a model
     assert "other" not in [c["category"] for c in json.loads(
         vane("client", "profile", "--store", store, "--json").stdout)["shown"]]
+
+
+def tree_store(tmp_path: Path) -> str:
+    """A store on the Topics taxonomy: 60 basketball, 60 soccer, then 60 politics events, nine minutes apart."""
+    store = tmp_path / "tree.db"
+    cats = ["/Sports/Basketball"] * 60 + ["/Sports/Soccer"] * 60 + ["/News/Politics"] * 60
+    with InterestTracker.open(store, key_file=tmp_path / "tree.db.key") as tracker:
+        tracker.record_many([Event.create(item_id=f"https://example.com/{i}", categories=[cat], title=f"story {i}",
+                                          timestamp=OLD + timedelta(minutes=9 * i)) for i, cat in enumerate(cats)])
+    return str(store)
+
+
+def test_level_top_rolls_interests_predictions_and_shifts_up_to_the_top_level_topics(tmp_path: Path) -> None:
+    store = tree_store(tmp_path)
+    default = json.loads(vane("client", "profile", "--store", store, "--json").stdout)
+    full = json.loads(vane("client", "profile", "--store", store, "--json", "--level", "full").stdout)
+    top = json.loads(vane("client", "profile", "--store", store, "--json", "--level", "top", "--because", "2").stdout)
+    same = ("interests", "prediction", "shifts", "shown")
+    assert default["level"] == full["level"] == "full" and {k: default[k] for k in same} == {k: full[k] for k in same}
+    assert {c["category"] for c in full["shown"]} == {"/Sports/Basketball", "/Sports/Soccer", "/News/Politics"}
+    first = full["shifts"][0]
+    assert (first["from_categories"][0], first["to_categories"][0]) == ("/Sports/Basketball", "/Sports/Soccer")
+
+    assert top["level"] == "top"
+    shown = {c["category"]: c for c in top["shown"]}
+    assert set(shown) == {"/Sports", "/News"}
+    assert {name: c["events"] for name, c in shown.items()} == {"/Sports": 120, "/News": 60}
+    scores = {c["category"]: c["score"] for c in full["shown"]}
+    assert shown["/Sports"]["score"] == pytest.approx(scores["/Sports/Basketball"] + scores["/Sports/Soccer"])
+    chances = {p["category"]: p["probability"] for p in top["prediction"]["next_interest"]}
+    assert set(chances) == {"/Sports", "/News"}
+    assert chances["/Sports"] == pytest.approx(sum(p["probability"] for p in full["prediction"]["next_interest"]
+                                                   if p["category"].startswith("/Sports/")))
+    assert [(s["from_categories"][0], s["to_categories"][0]) for s in top["shifts"]] == [("/Sports", "/News")]
+    assert [ev["title"] for ev in top["because"]["/Sports"]] == ["story 119", "story 118"]
+    age = pytest.approx(full["summary"]["newest_event_age_days"])
+    assert top["summary"] == {**full["summary"], "newest_event_age_days": age}
+
+    text = vane("client", "profile", "--store", store, "--level", "top")
+    assert text.returncode == 0, text.stderr
+    rows = [line.split("│")[1].strip() for line in text.stdout.splitlines()
+            if line.startswith("│ ") and line.count("│") == 5]
+    assert sorted(rows) == ["/News", "/Sports"]
+    assert "/Sports/" not in text.stdout and ": /Sports, /News -> /News, /Sports (JS divergence" in text.stdout
+    assert "--level" in vane("client", "profile", "--help").stdout
+
+
+def test_a_bad_level_is_refused_naming_it_and_the_store_is_untouched(tmp_path: Path) -> None:
+    store = tree_store(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for bad in ("middle", "Top", ""):
+        refused = vane("client", "profile", "--store", store, "--level", bad)
+        assert refused.returncode == 2, refused.stdout
+        assert f"level is {bad!r}; expected 'full'" in refused.stderr and "--level" in refused.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
