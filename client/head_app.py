@@ -20,6 +20,7 @@ No title, token id or embedding is ever put in a reply.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
-from vane.client.mods import error_reply
+from vane.client.mods import error_reply, privacy_mods
 from vane.client.topic_head import head_layout
 from vane.shared import head_protocol as h
 from vane.shared import protocol as p
@@ -145,6 +146,11 @@ def train_head_on_device(msg: Message, context: Context, source: ExampleSource) 
     weights = None
     if h.CLASS_WEIGHTS_KEY in config:
         raw = config[h.CLASS_WEIGHTS_KEY]
+        if isinstance(raw, str):  # JSON text under SecAgg+ (the legacy workflow's config holds scalars only)
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raw = []
         weights = np.asarray(raw if isinstance(raw, list) else [], dtype=np.float64)
         if weights.shape != (classes,) or not np.isfinite(weights).all() or (weights < 0).any():
             raise ConfigError(f"{h.CLASS_WEIGHTS_KEY} holds {weights.size} values; expected {classes} finite, >= 0")
@@ -158,10 +164,12 @@ def build_head_client_app(sim_dir: str | Path | None = None, mods: Sequence[Mod]
                           source: ExampleSource | None = None) -> ClientApp:
     """The head's ClientApp: examples from ``source``, else ``sim_dir``'s files, else the device's store.
 
-    A message it refuses (a :class:`VaneError`) is answered with an error reply naming it.
+    ``mods`` wrap :func:`vane.client.mods.privacy_mods` (SecAgg+ masking and DP clipping, inert unless the
+    server asks), so a mod in ``mods`` sees what leaves the device. A message it refuses (a
+    :class:`VaneError`) is answered with an error reply naming it.
     """
     read = source or (_sim_source(sim_dir) if sim_dir is not None else store_examples)
-    app = ClientApp(mods=list(mods))
+    app = ClientApp(mods=[*mods, *privacy_mods()])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -11,23 +11,33 @@ ServerApp beside the interest model's. A run (:func:`run_head_federation`):
    update bounds: each device sends ``local − global`` and the aggregated step is added to the global head.
 
 The device only ever sends numbers: the per-label counts, the delta, ``num-examples`` and ``train-loss``.
+
+Privacy (:mod:`vane.server.head_privacy`, the interest model's machinery of :mod:`vane.server.privacy`):
+``secure-aggregation`` runs both the counts round and the train rounds under Flower's SecAgg+ (the server
+sees only masked sums); ``dp-mode`` (``client`` or ``server``) clips each delta and noises the mean with
+Flower's DP wrappers (SecAgg+: the devices clip, the server noises the unmasked mean), with ε in
+:class:`~vane.server.privacy.PrivacyLedger`; the counts round is then a Gaussian release too
+(``counts_clip_norm``). The settings are :class:`HeadSettings`' ``secagg`` and ``privacy``, read from the
+LSTM's run_config keys by :meth:`HeadSettings.from_run_config`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from vane.server.config import STRATEGIES
+from vane.server import head_privacy as hp
+from vane.server.config import STRATEGIES, PrivacySettings, SecAggSettings, secure_privacy_settings
 from vane.server.strategies import DeltaAggregation, make_strategy
 from vane.shared import head_protocol as h
 from vane.shared import protocol as p
-from vane.shared.errors import ConfigError, VaneError
+from vane.shared.errors import ConfigError, PrivacyConfigError, VaneError
 
 __all__ = ["HeadOutcome", "HeadRoundError", "HeadSettings", "build_head_server_app", "run_head_federation"]
 
@@ -54,6 +64,15 @@ class HeadSettings:
     #: Devices to wait for before the counts round, and the fewest a train round samples.
     min_nodes: int = 1
     round_timeout: float = 600.0
+    #: SecAgg+ (run_config ``secure-aggregation``, ``secagg-*``): the server sees only masked sums.
+    secagg: SecAggSettings = field(default_factory=SecAggSettings)
+    #: Client-level DP (run_config ``dp-mode``, ``noise-multiplier``, ``clipping-norm``, ``dp-delta`` ...);
+    #: ``population-size`` 0 means ``min_nodes``.
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    #: Under DP: the L2 bound of each device's label counts (the counts round's sensitivity).
+    counts_clip_norm: float = 32.0
+    #: Under SecAgg+: each label count is capped at this (the masked grid's range).
+    counts_cap: float = 65536.0
 
     def __post_init__(self) -> None:
         checks = [("dims", self.dims, 1), ("classes", self.classes, 2), ("rounds", self.rounds, 1),
@@ -66,6 +85,34 @@ class HeadSettings:
                               f"{self.fraction_train}; expected > 0, >= 0, in (0, 1]")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"head strategy is {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        self._check_privacy()
+
+    def _check_privacy(self) -> None:
+        if not (self.counts_clip_norm > 0 and self.counts_cap > 0):
+            raise PrivacyConfigError(f"head counts_clip_norm is {self.counts_clip_norm}, counts_cap {self.counts_cap}; "
+                                     "expected both > 0")
+        self.secagg.validate()
+        if self.secagg.secure_aggregation:  # the interest model's refusals, word for word
+            secure_privacy_settings(p.to_config(self.privacy), self.min_nodes)
+        else:
+            self.dp.validate()
+        if (self.secagg.secure_aggregation or self.privacy.enabled) and self.strategy != "fedavg":
+            raise PrivacyConfigError(
+                f"head strategy is {self.strategy!r} with secure-aggregation or dp-mode; expected 'fedavg' "
+                "(SecAgg+ sums and the DP noise is calibrated to a mean of clipped deltas)")
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any], **values: Any) -> HeadSettings:
+        """``values`` (the head's fields) with ``secagg`` and ``privacy`` read from the interest model's run_config
+        keys (``secure-aggregation``, ``secagg-*``, ``dp-mode``, ``noise-multiplier`` ...), all validated."""
+        secagg = SecAggSettings.from_run_config(run_config)
+        privacy = PrivacySettings(**p.settings_values(PrivacySettings, (p.RUN_CONFIG, run_config)))
+        return cls(**values, secagg=secagg, privacy=privacy)
+
+    @property
+    def dp(self) -> PrivacySettings:
+        """``privacy`` with ``population-size`` 0 read as ``min_nodes`` (what the accounting uses)."""
+        return replace(self.privacy, population_size=self.privacy.population_size or self.min_nodes)
 
     @property
     def size(self) -> int:
@@ -82,6 +129,9 @@ class HeadOutcome:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Under DP: ε of the train rounds (``dp-epsilon``, the ledger's), of the counts round
+    #: (``counts-dp-epsilon``) and their sum at twice the δ (``dp-epsilon-total``); SecAgg+ on or off.
+    privacy: dict[str, Any] = field(default_factory=dict)
 
 
 def class_weights(counts: np.ndarray) -> np.ndarray:
@@ -96,15 +146,24 @@ def _base_config(s: HeadSettings) -> dict[str, Any]:
             h.LEARNING_RATE_KEY: float(s.learning_rate), h.L2_KEY: float(s.l2)}
 
 
-def count_labels(grid: Grid, s: HeadSettings) -> np.ndarray:
-    """The ``counts`` round: every connected device's label counts, summed (float64[classes]).
+def counts_config(s: HeadSettings) -> dict[str, Any]:
+    """The counts round's config; under DP with Flower's ``clipping_norm`` (each device clips its counts)."""
+    config: dict[str, Any] = {**_base_config(s), h.HEAD_ROUND_KEY: h.ROUND_COUNTS}
+    if s.privacy.enabled:
+        config[p.CLIPPING_NORM_KEY] = float(s.counts_clip_norm)
+    return config
+
+
+def count_labels(grid: Grid, s: HeadSettings) -> tuple[np.ndarray, int]:
+    """The ``counts`` round in the clear: every connected device's label counts, summed (float64[classes]),
+    and how many devices answered. Under DP each device clips its counts to ``counts_clip_norm`` first.
 
     Waits (up to ``round_timeout``) until ``min_nodes`` devices are connected."""
     deadline = time.monotonic() + s.round_timeout
     while len(list(grid.get_node_ids())) < s.min_nodes and time.monotonic() < deadline:
         time.sleep(0.2)
     nodes = sorted(grid.get_node_ids())
-    config = ConfigRecord({**_base_config(s), h.HEAD_ROUND_KEY: h.ROUND_COUNTS})
+    config = ConfigRecord(counts_config(s))
     messages = [Message(content=RecordDict({p.CONFIG_RECORD: ConfigRecord(dict(config))}), dst_node_id=node,
                         message_type="train") for node in nodes]
     total = np.zeros(s.classes, dtype=np.float64)
@@ -121,35 +180,57 @@ def count_labels(grid: Grid, s: HeadSettings) -> np.ndarray:
         answered += 1
     if not answered:
         raise HeadRoundError(f"the head's counts round heard from none of {len(nodes)} devices")
-    return total
+    return total, answered
 
 
-def run_head_federation(grid: Grid, s: HeadSettings, initial: np.ndarray | None = None) -> HeadOutcome:
-    """Run the counts round (if ``balanced``) and ``s.rounds`` train rounds on ``grid``."""
+def run_head_federation(grid: Grid, s: HeadSettings, initial: np.ndarray | None = None,
+                        context: Context | None = None) -> HeadOutcome:
+    """Run the counts round (if ``balanced``) and ``s.rounds`` train rounds on ``grid`` (fewer when the DP
+    budget ``target-epsilon`` allows fewer). SecAgg+ runs on Flower's legacy workflow, which needs ``context``."""
     started = time.perf_counter()
     flat = np.zeros(s.size, np.float32) if initial is None else np.asarray(initial, dtype=np.float32)
     if flat.shape != (s.size,) or not np.isfinite(flat).all():
         raise ConfigError(f"the initial head is {flat.dtype}{list(flat.shape)}; expected finite float32[{s.size}]")
-    counts = count_labels(grid, s) if s.balanced else None
+    secure = s.secagg.secure_aggregation
+    if secure and context is None:
+        raise ConfigError("secure-aggregation is on but no ServerApp context was given; expected the context "
+                          "(SecAgg+ runs on Flower's legacy workflow)")
+    ledger, rounds = hp.head_ledger(s)
+    counts, counts_epsilon = None, 0.0
+    if s.balanced:
+        raw, devices = hp.secure_counts(grid, context, s, counts_config(s)) if secure and context is not None \
+            else count_labels(grid, s)
+        counts, counts_epsilon = hp.released_counts(raw, devices, s)
     weights = class_weights(counts) if counts is not None else None
     train = ConfigRecord({**_base_config(s), h.HEAD_ROUND_KEY: h.ROUND_TRAIN})
     if weights is not None:
         train[h.CLASS_WEIGHTS_KEY] = [float(v) for v in weights]
+    if secure and context is not None:
+        final, logs = hp.secure_train(grid, context, s, flat, dict(train), ledger, rounds)
+    else:
+        final, logs = _train_rounds(grid, s, flat, train, ledger, rounds)
+    empty = [r["round"] for r in logs if not r["aggregated-nodes"]]
+    if empty:
+        raise HeadRoundError(f"head round(s) {empty} aggregated no device update")
+    return HeadOutcome(np.asarray(final, dtype=np.float32), counts, weights, logs, asdict(s),
+                       time.perf_counter() - started, hp.privacy_summary(s, ledger, counts_epsilon))
+
+
+def _train_rounds(grid: Grid, s: HeadSettings, flat: np.ndarray, train: ConfigRecord, ledger: Any,
+                  rounds: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The train rounds on the Message API (DP: the strategy wrapped by Flower's DP wrapper)."""
     nodes = max(1, len(list(grid.get_node_ids())))
     strategy: DeltaAggregation = make_strategy(
         s.strategy, model_blob=b"", model_version=f"head-{s.dims}x{s.classes}", fraction_train=s.fraction_train,
         fraction_evaluate=0.0, min_train_nodes=s.min_nodes, min_evaluate_nodes=0,
         min_available_nodes=min(s.min_nodes, nodes))
-    result = strategy.start(grid, ArrayRecord({p.WEIGHTS_KEY: Array(flat)}), num_rounds=s.rounds,
-                            timeout=s.round_timeout, train_config=train, evaluate_config=ConfigRecord({}))
-    rounds = [log.to_dict() for _, log in sorted(strategy.rounds.items())]
-    empty = [r["round"] for r in rounds if not r["aggregated-nodes"]]
-    if empty:
-        raise HeadRoundError(f"head round(s) {empty} aggregated no device update")
+    runner: Any = strategy if ledger is None else hp.dp_strategy(strategy, s, ledger)
+    result = runner.start(grid, ArrayRecord({p.WEIGHTS_KEY: Array(flat)}), num_rounds=rounds,
+                          timeout=s.round_timeout, train_config=train, evaluate_config=ConfigRecord({}))
+    logs = [log.to_dict() for _, log in sorted(strategy.rounds.items())]
     final = result.arrays[p.WEIGHTS_KEY].numpy() if result.arrays is not None and p.WEIGHTS_KEY in result.arrays \
         else flat
-    return HeadOutcome(np.asarray(final, dtype=np.float32), counts, weights, rounds, asdict(s),
-                       time.perf_counter() - started)
+    return final, logs
 
 
 def build_head_server_app(settings: HeadSettings, outcome: list[HeadOutcome],
@@ -159,6 +240,6 @@ def build_head_server_app(settings: HeadSettings, outcome: list[HeadOutcome],
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        outcome.append(run_head_federation(grid, settings, initial))
+        outcome.append(run_head_federation(grid, settings, initial, context))
 
     return app

@@ -2,10 +2,12 @@
 
 :class:`TextNeedles` holds, for every headline the devices hold, the title (UTF-8), the encodings of its
 token ids (WordPiece ids after ``[CLS]``, three in a row, as int32 and int64) and the first values of its
-embedding row (four in a row, as float32 and float16, the store's precision). :class:`TextAudit` is a
-ClientApp mod that searches every reply's arrays, metric values and config values for them and writes one
-JSON line per reply; :func:`check_text_messages` raises :class:`~vane.simulations.audit.messages.
-PrivacyLeakError` on any finding. A byte pattern is searched anywhere (at any offset) in the reply.
+embedding row (four in a row, as float32 and float16, the store's precision), and optionally each device's
+label counts (the whole vector as float32, float64 and int64: a head counts reply in the clear; the findings
+are reported as ``counts:DEVICE``). :class:`TextAudit` is a ClientApp mod that searches every reply's
+arrays, metric values and config values for them and writes one JSON line per reply;
+:func:`check_text_messages` raises :class:`~vane.simulations.audit.messages.PrivacyLeakError` on any
+finding. A byte pattern is searched anywhere (at any offset) in the reply.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ class TextNeedles:
     patterns: dict[str, dict[bytes, int]]
 
     @classmethod
-    def of(cls, titles: Sequence[str], token_ids: Sequence[Sequence[int]], embeddings: np.ndarray) -> TextNeedles:
-        """The patterns of every headline: its title, its tokens (``[CLS]`` dropped) and its embedding row."""
+    def of(cls, titles: Sequence[str], token_ids: Sequence[Sequence[int]], embeddings: np.ndarray,
+           counts: Sequence[np.ndarray] = ()) -> TextNeedles:
+        """The patterns of every headline: its title, its tokens (``[CLS]`` dropped) and its embedding row;
+        and of every device's label counts in ``counts`` (kind ``counts``, indexed by device)."""
         if not len(titles) == len(token_ids) == len(embeddings):
             raise ValueError(f"{len(titles)} titles, {len(token_ids)} token lists, {len(embeddings)} embeddings; "
                              "expected one of each per headline")
@@ -55,6 +59,9 @@ class TextNeedles:
             row = np.asarray(embeddings[i], dtype=np.float32)[:EMBEDDING_RUN]
             for dtype in ("<f4", "<f2"):
                 out["embedding"][row.astype(dtype).tobytes()] = i
+        if len(counts):
+            out["counts"] = {np.asarray(c).astype(dtype).tobytes(): d for d, c in enumerate(counts)
+                             for dtype in ("<f4", "<f8", "<i8")}
         return cls(out)
 
     def search(self, data: bytes) -> list[str]:
