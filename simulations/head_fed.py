@@ -64,6 +64,9 @@ def run_head_simulation(devices: Sequence[tuple[np.ndarray, np.ndarray]], settin
         settings = replace(settings, min_nodes=len(devices))
     if not devices:
         raise FederationError("the head federation needs at least one device")
+    if settings.secagg.secure_aggregation and len(devices) < 2:
+        raise FederationError(f"secure-aggregation is on with {len(devices)} device; expected at least 2 (SecAgg+ "
+                              "masks each device's update with the others')")
     with tempfile.TemporaryDirectory(prefix="vane-head-") as tmp:
         folder = (Path(workdir) if workdir is not None else Path(tmp)) / "devices"
         write_device_examples(devices, folder)

@@ -89,6 +89,11 @@ def test_head_privacy_settings_refuse_what_the_lstm_refuses():
     s = HeadSettings.from_run_config({"secure-aggregation": "true", "dp-mode": "client", "noise-multiplier": 0.8,
                                       "clipping-norm": 0.5}, dims=DIMS, classes=CLASSES, min_nodes=6)
     assert s.secagg.secure_aggregation and s.privacy.noise_multiplier == 0.8 and s.dp.population_size == 6
+    from vane.simulations.federation import FederationError
+    from vane.simulations.head_fed import run_head_simulation
+
+    with pytest.raises(FederationError, match="secure-aggregation is on with 1 device; expected at least 2"):
+        run_head_simulation(_devices()[:1], HeadSettings(dims=DIMS, classes=CLASSES, secagg=SECURE))
 
 
 def test_text_audit_finds_a_device_label_counts_in_the_clear(tmp_path, flower_task):
