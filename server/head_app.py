@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -233,13 +233,16 @@ def _train_rounds(grid: Grid, s: HeadSettings, flat: np.ndarray, train: ConfigRe
     return final, logs
 
 
-def build_head_server_app(settings: HeadSettings, outcome: list[HeadOutcome],
+def build_head_server_app(settings: HeadSettings | Sequence[HeadSettings], outcome: list[HeadOutcome],
                           initial: np.ndarray | None = None) -> ServerApp:
-    """A ServerApp running :func:`run_head_federation`; the result is appended to ``outcome``."""
+    """A ServerApp running :func:`run_head_federation` (for each of ``settings`` in turn, on the same devices);
+    each result is appended to ``outcome``."""
     app = ServerApp()
+    runs = [settings] if isinstance(settings, HeadSettings) else list(settings)
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        outcome.append(run_head_federation(grid, settings, initial, context))
+        for run in runs:
+            outcome.append(run_head_federation(grid, run, initial, context))
 
     return app
