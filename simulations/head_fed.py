@@ -77,6 +77,9 @@ def run_head_simulations(devices: Sequence[tuple[np.ndarray, np.ndarray]], runs:
         raise FederationError(f"secure-aggregation is on with {len(devices)} device; expected at least 2 (SecAgg+ "
                               "masks each device's update with the others')")
     runs = [replace(s, min_nodes=len(devices)) if s.min_nodes > len(devices) else s for s in runs]
+    # DP accounting: the population is every simulated device unless the settings name one
+    runs = [replace(s, privacy=replace(s.privacy, population_size=len(devices)))
+            if s.privacy.enabled and not s.privacy.population_size else s for s in runs]
     with tempfile.TemporaryDirectory(prefix="vane-head-") as tmp:
         folder = (Path(workdir) if workdir is not None else Path(tmp)) / "devices"
         write_device_examples(devices, folder)
