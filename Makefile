@@ -49,7 +49,7 @@ browser-deps:
 	    || echo "note: could not install chromium: the browser tests will skip"; fi; }
 
 test: $(STAMP) $(LITE_STAMP) browser-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 	$(MAKE) --no-print-directory test-tflite-runtime
 
 test-fast: $(STAMP)
