@@ -9,10 +9,12 @@ state slot                 holds
 =========================  ==========================================================================
 
 Both are sealed like every state blob of the store (AES-GCM, bound to the store and slot) and
-survive reopening. Both are marked *derived* from the events: ``forget`` and retention delete them
-with the events, in the same transaction (a correction names an item and its title, and the head
-may have learnt from the forgotten events), so forgetting leaves no trace of an item here; the head
-is trained again with :func:`train_head`, and corrections made before a deletion are gone.
+survive reopening. Both are marked *derived* from the events, so ``forget`` and retention change them
+in the same transaction as the events (a crash keeps both or neither change). The corrections are
+kept *per item* (``put_state(..., per_item=True)``, keys from :func:`~vane.client.store_rows.item_key`,
+the same as :func:`~vane.client.categorize.correction_key`): the correction of an item left with no
+stored event goes with its title, the others stay; forgetting everything removes them all. The head
+may have learnt from the forgotten events, so it goes whole and is trained again with :func:`train_head`.
 
 A correction is a label: :func:`labelled_examples` gives the head's training
 data from the corrections and from the stored events whose categories are Topics paths (rule- or
@@ -111,7 +113,7 @@ def correct(store: EventStore, seq_or_item: int | str, topic_list: Iterable[obje
     kept[key] = {"item": key, "topics": list(paths), "title": title}
     store.put_state(CORRECTIONS, json.dumps({k: {"topics": v["topics"], "title": v["title"]}
                                              for k, v in kept.items()}, ensure_ascii=False).encode("utf-8"),
-                    derived=True)
+                    per_item=True)
     return Correction(key, paths, title)
 
 

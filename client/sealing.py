@@ -52,6 +52,9 @@ _KEY_CHECK = b"vane-store key check v1"
 _KEY_CHECK_HEAD = b"vane-store key check v2 head"
 #: State flag: the blob is derived from the events (deleted with them by forget and retention).
 DERIVED = 0x01
+#: State flag (with DERIVED): a JSON object keyed by item key; forget and retention keep the entries of
+#: items that still have an event and delete the rest (:func:`vane.client.store_rows.delete_events`).
+PER_ITEM = 0x02
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 

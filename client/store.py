@@ -253,11 +253,12 @@ class EventStore:
 
     # ---- state blobs
 
-    def put_state(self, name: str, blob: bytes, *, derived: bool = False) -> None:
+    def put_state(self, name: str, blob: bytes, *, derived: bool = False, per_item: bool = False) -> None:
         """Store (or replace) the state blob called ``name``, e.g. ``"lstm_state"``.
 
         ``derived=True`` marks a blob computed from the events (a profile, an LSTM state): forget and
         retention delete it with the events, in the same transaction, for its owner to rebuild.
+        ``per_item=True``: a derived JSON object keyed by item; forget keeps the entries of items still stored.
         """
         if not isinstance(name, str) or not name or len(name.encode("utf-8")) > 1024:
             raise ValueError(f"state name must be a non-empty str of at most 1024 bytes, got {name!r}")
@@ -265,7 +266,7 @@ class EventStore:
             raise TypeError(f"state blob must be bytes, got {type(blob).__name__}")
         with self._lock, opaque():
             with transaction(self._db()) as conn:
-                put_state_row(conn, self._sealer, name, bytes(blob), derived)
+                put_state_row(conn, self._sealer, name, bytes(blob), derived or per_item, per_item)
 
     def get_state(self, name: str) -> bytes | None:
         """The state blob called ``name``, or None if there is none."""

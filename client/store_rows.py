@@ -7,15 +7,17 @@ rows are. :class:`~vane.client.store.EventStore` holds the lock and the transact
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
-from vane.client.sealing import DERIVED, Sealer
+from vane.client.history.urls import normalize_url
+from vane.client.sealing import DERIVED, PER_ITEM, Sealer
 from vane.client.store_head import Head, read_head, write_head
-from vane.shared.errors import StoreIntegrityError
+from vane.shared.errors import ConfigError, StoreIntegrityError
 from vane.shared.events import Event
 
-__all__ = ["check_event", "check_event_rows", "delete_events", "delete_state_row", "insert_events", "put_state_row",
-           "read_state_records", "reseal"]
+__all__ = ["check_event", "check_event_rows", "check_per_item", "delete_events", "delete_state_row", "insert_events",
+           "item_key", "put_state_row", "read_state_records", "reseal"]
 
 
 def check_event(event: object, where: str) -> Event:
@@ -46,26 +48,81 @@ def insert_events(conn: sqlite3.Connection, sealer: Sealer, encoded: list[bytes]
     return seqs
 
 
+def item_key(item_id: str) -> str:
+    """How a :data:`~vane.client.sealing.PER_ITEM` blob names an item: its normalised URL, else the id stripped."""
+    return normalize_url(item_id) or item_id.strip()
+
+
+def check_per_item(name: str, blob: bytes) -> None:
+    """:class:`ConfigError` (a ValueError) unless ``blob`` is a UTF-8 JSON object, as PER_ITEM blobs are."""
+    try:
+        entries = json.loads(blob)
+    except ValueError:
+        entries = None
+    if not isinstance(entries, dict):
+        raise ConfigError(f"per_item state {name!r} must be a UTF-8 JSON object keyed by item key, "
+                         f"got {bytes(blob[:40])!r}")
+
+
+def _surviving_entries(blob: bytes, alive: set[str]) -> bytes | None:
+    """The PER_ITEM ``blob`` without the entries of items in no stored event; None if none is left."""
+    try:
+        entries = json.loads(blob)
+    except ValueError:
+        return None  # unreadable: dropped whole, like any derived blob
+    if not isinstance(entries, dict):
+        return None
+    kept = {key: value for key, value in entries.items() if key in alive}
+    if len(kept) == len(entries):
+        return blob
+    return json.dumps(kept, ensure_ascii=False).encode("utf-8") if kept else None
+
+
 def delete_events(conn: sqlite3.Connection, sealer: Sealer, seqs: list[int]) -> Head:
-    """Delete the events ``seqs`` and every state blob derived from the events; return the new head."""
+    """Delete the events ``seqs`` and every state blob derived from the events; return the new head.
+
+    A :data:`~vane.client.sealing.PER_ITEM` blob keeps the entries of items that still have a stored
+    event (re-sealed at a new version in the same transaction) and goes when none is left.
+    """
     head = read_head(conn, sealer)
     conn.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
     head.remove_events(sealer, seqs)
+    alive: set[str] | None = None
     for slot, sealed in conn.execute("SELECT slot, sealed FROM state").fetchall():
-        if sealer.open_state_record(slot, sealed)[3] & DERIVED:
+        name, blob, _, flags = sealer.open_state_record(slot, sealed)
+        if not flags & DERIVED:
+            continue
+        kept = None
+        if flags & PER_ITEM:
+            if alive is None:  # the surviving events' items, read (and checked) once
+                alive = {item_key(sealer.open_event(seq, row).item_id)
+                         for seq, row in conn.execute("SELECT seq, sealed FROM events ORDER BY seq")}
+            kept = _surviving_entries(blob, alive)
+        if kept is blob:
+            continue
+        old = sealer.state_version(sealed)
+        if kept is None:
             conn.execute("DELETE FROM state WHERE slot = ?", (slot,))
-            head.swap_state(sealer, slot, sealer.state_version(sealed), None)
+            head.swap_state(sealer, slot, old, None)
+        else:
+            version = head.next_state_version()
+            _, resealed = sealer.seal_state(name, kept, version, flags)
+            conn.execute("UPDATE state SET sealed = ? WHERE slot = ?", (resealed, slot))
+            head.swap_state(sealer, slot, old, version)
     write_head(conn, sealer, head)
     return head
 
 
-def put_state_row(conn: sqlite3.Connection, sealer: Sealer, name: str, blob: bytes, derived: bool) -> None:
-    """Store (or replace) the state blob ``name`` at a new version."""
+def put_state_row(conn: sqlite3.Connection, sealer: Sealer, name: str, blob: bytes, derived: bool,
+                  per_item: bool = False) -> None:
+    """Store (or replace) the state blob ``name`` at a new version (``per_item``: flagged PER_ITEM too)."""
+    if per_item:
+        check_per_item(name, blob)
     slot = sealer.slot(name)
     head = read_head(conn, sealer)
     old = conn.execute("SELECT substr(sealed, 1, 9) FROM state WHERE slot = ?", (slot,)).fetchone()
     version = head.next_state_version()
-    _, sealed = sealer.seal_state(name, blob, version, DERIVED if derived else 0)
+    _, sealed = sealer.seal_state(name, blob, version, (DERIVED if derived else 0) | (PER_ITEM if per_item else 0))
     conn.execute("INSERT OR REPLACE INTO state(slot, sealed) VALUES (?, ?)", (slot, sealed))
     head.swap_state(sealer, slot, None if old is None else sealer.state_version(old[0]), version)
     write_head(conn, sealer, head)
