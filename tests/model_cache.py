@@ -31,6 +31,8 @@ from vane.shared.spec import ModelSpec
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 BUILDER = TESTS / "build_models.py"
+#: Builds TensorFlow's outputs on fixed inputs for :func:`cached_reference`.
+REFERENCE_BUILDER = TESTS / "model_reference.py"
 #: Where each ``vane`` subpackage lives in the checkout (pyproject's package-dir mapping).
 PACKAGE_DIRS = {f"vane.{name}": REPO / name for name in ("client", "server", "shared", "simulations")}
 #: The module whose exports are cached.
@@ -134,6 +136,26 @@ def cached_models(spec: ModelSpec, kinds: Iterable[str]) -> dict[str, bytes]:
             if missing:
                 _build(spec, folder, missing)
     return {kind: p.read_bytes() for kind, p in paths.items()}
+
+
+def cached_reference(spec: ModelSpec) -> Path:
+    """The ``.npz`` of fixed inputs and TensorFlow's outputs for a fresh model of ``spec`` (:mod:`model_reference`).
+
+    Kept beside the cached models, named by a hash of the reference builder and of ``model_inputs.py``,
+    and built in a subprocess (TensorFlow) when missing.
+    """
+    folder = cache_root() / cache_key(spec)
+    scripts = hashlib.sha256(REFERENCE_BUILDER.read_bytes() + (TESTS / "model_inputs.py").read_bytes())
+    path = folder / f"reference-{scripts.hexdigest()[:12]}.npz"
+    if not path.is_file():
+        with _locked(folder.with_name(folder.name + ".lock")):
+            if not path.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                command = [sys.executable, str(REFERENCE_BUILDER), json.dumps(spec.to_dict()), str(path)]
+                done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+                if done.returncode != 0:
+                    raise RuntimeError(f"building the reference of spec {spec.hash} failed:\n{done.stderr[-4000:]}")
+    return path
 
 
 def _build(spec: ModelSpec, folder: Path, kinds: list[str]) -> None:

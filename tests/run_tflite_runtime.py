@@ -91,6 +91,11 @@ def prepare(out: Path) -> None:
     encoder = cached_encoder()
     (out / "encoder.vane").write_bytes(encoder.blob)
     np.savez(out / "encoder_expected.npz", titles=np.array(encoder.titles), embeddings=encoder.reference)
+    from model_cache import cached_models, cached_reference  # the text LSTM and TensorFlow's outputs, cached
+    from model_inputs import TEXT_SPEC
+
+    (out / "text_model.tflite").write_bytes(cached_models(TEXT_SPEC, ["training"])["training"])
+    (out / "text_reference.npz").write_bytes(cached_reference(TEXT_SPEC).read_bytes())
 
 
 def check(workdir: Path) -> int:
@@ -145,6 +150,13 @@ def check(workdir: Path) -> int:
         cosines = np.sum(got * expected["embeddings"], axis=1)
         assert cosines.min() >= ENCODER_MIN_COSINE, cosines.min()
 
+    def text_lstm_matches_tensorflow() -> None:
+        from model_inputs import TEXT_SPEC
+        from model_reference import check_against_reference
+
+        reference = dict(np.load(workdir / "text_reference.npz"))
+        check_against_reference((workdir / "text_model.tflite").read_bytes(), TEXT_SPEC, reference)
+
     def tensorflow_never_imported() -> None:
         assert "tensorflow" not in sys.modules
 
@@ -156,6 +168,7 @@ def check(workdir: Path) -> int:
         set_then_get_weights_is_exact,
         another_spec_is_refused,
         encoder_matches_tensorflow,
+        text_lstm_matches_tensorflow,
         tensorflow_never_imported,
     ]
     return _report(checks)
