@@ -6,13 +6,16 @@ with ``--file``, or a published version of a federated run's model registry with
 (``--version ID``, default the newest): the registry entry names its checkpoint directory, whose
 ``model.tflite``, ``spec.json``, ``taxonomy.json`` and ``weights.vw`` make the artifact. A model for
 another taxonomy than the one the store keeps, or one under which most of the stored events would
-become ``other``, is refused (TaxonomyError naming the hashes) and nothing changes. The store must
-not be open elsewhere (StoreInUseError names the owner's PID).
+become ``other``, is refused (TaxonomyError naming the hashes) and nothing changes. So is a model that
+reads text (``text_dim``) unless the device's encoder (``vane client install-encoder``) is the version
+it was trained against (the registry entry's ``encoder_version``; ModelError naming both versions). The
+store must not be open elsewhere (StoreInUseError names the owner's PID).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +25,7 @@ from vane.client.cli_options import JsonOpt, KeyOpt, PassOpt, StoreOpt
 from vane.client.cli_views import json_text
 from vane.client.files import store_files
 from vane.client.persistence import TrackerSlots
-from vane.shared.artifact import ModelArtifact, check_same_taxonomy, coverage_problem
+from vane.shared.artifact import ModelArtifact, check_same_encoder, check_same_taxonomy, coverage_problem
 from vane.shared.errors import ConfigError, ModelError, TaxonomyError
 from vane.shared.spec import ModelSpec
 from vane.shared.taxonomy import Taxonomy
@@ -114,13 +117,28 @@ def registry_artifact(registry: Path, version: str | None) -> ModelArtifact:
     try:
         return ModelArtifact((folder / "model.tflite").read_bytes(), ModelSpec.load(folder / "spec.json"),
                              Taxonomy.load(folder / "taxonomy.json"), str(entry["id"]), str(entry["created_at"]),
-                             Weights.load(folder / "weights.vw"))
+                             Weights.load(folder / "weights.vw"), _encoder_of(entry))
     except OSError as exc:
         raise ConfigError(f"version {entry['id']!r}: checkpoint {str(folder)!r} is incomplete: {exc}") from None
 
 
-def install_artifact(tracker: Any, artifact: ModelArtifact) -> None:
-    """Install ``artifact`` into an open tracker: refused, with nothing changed, for another taxonomy."""
+def _encoder_of(entry: dict[str, Any]) -> str | None:
+    encoder = entry.get("encoder_version")  # absent in a registry.json written before the field existed
+    if encoder is not None and not isinstance(encoder, str):
+        raise ConfigError(f"version {entry['id']!r}: encoder_version is {encoder!r}; expected a version string or null")
+    return encoder
+
+
+def _install_encoder_hint(store: Path | None) -> str:
+    return f"vane client install-encoder --store {store or 'STORE'} --registry DIR --version"
+
+
+def install_artifact(tracker: Any, artifact: ModelArtifact, store: Path | None = None) -> None:
+    """Install ``artifact`` into an open tracker: refused, with nothing changed, for another taxonomy or (a model
+    that reads text) another encoder than the device's."""
+    check_same_encoder(artifact.version, artifact.encoder_version, artifact.spec.text_dim,
+                       getattr(tracker.store, "encoder_version", None),
+                       _install_encoder_hint(store))
     if tracker.taxonomy is not None:
         check_same_taxonomy(tracker.taxonomy, artifact.taxonomy, "install-model")
     problem = coverage_problem((ev.categories for _, ev in tracker.store.events()), artifact.taxonomy)
@@ -129,6 +147,29 @@ def install_artifact(tracker: Any, artifact: ModelArtifact) -> None:
     tracker.install_model(artifact.blob, artifact.version, artifact.taxonomy)
     tracker.set_weights(artifact.weights if artifact.weights is not None else tracker.get_weights())
     TrackerSlots(tracker.store).label_weights(artifact.version, artifact.created)
+
+
+def device_encoder(store: Path, key_file: Path | None, passphrase_env: str | None) -> str | None:
+    """The version of the encoder ``store`` keeps (None: none, or no store yet), read from the plain store: a
+    tracker saves its state on close, so checking through one would change the file even when refusing."""
+    if not store.exists():
+        return None
+    from vane.client.api.tokens import with_server_hint
+    from vane.client.embeddings import ENCODER_VERSION_SLOT
+    from vane.client.store import EventStore
+    from vane.shared.errors import StoreInUseError
+
+    passphrase = os.environ.get(passphrase_env) if passphrase_env is not None else None
+    if passphrase_env is not None and not passphrase:
+        raise typer.BadParameter(f"environment variable {passphrase_env!r} is unset or empty",
+                                 param_hint="--passphrase-env")
+    try:
+        with EventStore.open(store, passphrase=passphrase, key_file=None if passphrase else
+                             key_file or store.with_name(store.name + ".key")) as plain:
+            raw = plain.get_state(ENCODER_VERSION_SLOT)
+    except StoreInUseError as exc:
+        raise with_server_hint(exc, store) from None
+    return None if raw is None else raw.decode("utf-8")
 
 
 def install_model_command(
@@ -153,10 +194,14 @@ def install_model_command(
                     else ModelArtifact.load(file or ""))
     except ModelError as exc:
         raise ModelError(f"{exc} (export one with `vane server export-model OUT`)") from None
+    if artifact.spec.text_dim:  # refused before a tracker opens: the store stays byte-identical
+        check_same_encoder(artifact.version, artifact.encoder_version, artifact.spec.text_dim,
+                           device_encoder(store, key_file, passphrase_env),
+                           _install_encoder_hint(store))
     created = [p for p in store_files(store, key_file) if not p.exists()]
     try:
         with _open(store, key_file, passphrase_env, must_exist=False) as tracker:
-            install_artifact(tracker, artifact)
+            install_artifact(tracker, artifact, store)
             info = model_info(tracker)
     except BaseException:
         if store in created:

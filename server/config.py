@@ -70,6 +70,11 @@ class ServerSettings:
         Checkpoints, metrics.json and the registry go here.
     registry_dir : str, default ""
         Model registry directory; empty means ``OUT/registry``.
+    encoder_version : str, default ""
+        The text encoder (a version in ``encoders.json`` beside the model registry, published by ``vane
+        server export-encoder OUT --registry DIR``) the devices embed with; required when the spec reads
+        text (``text_dim`` > 0), refused without text. Every published model version records it, and a
+        device refuses a model whose encoder is not the one it has (:mod:`vane.server.encoder_registry`).
     resume : bool, default False
         Continue from the newest checkpoint in ``out_dir``.
     spec_file, taxonomy_file : str, default ""
@@ -117,6 +122,7 @@ class ServerSettings:
     holdout_fraction: float = 0.1
     out_dir: str = "vane-run"
     registry_dir: str = ""
+    encoder_version: str = ""
     resume: bool = False
     spec_file: str = ""
     taxonomy_file: str = ""

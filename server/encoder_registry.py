@@ -9,6 +9,10 @@ first; each version's artifact is kept at ``DIR/encoders/VERSION.vane``::
 A version is content-derived (:func:`vane.shared.encoder_artifact.encoder_version`), so publishing it
 again is a no-op, and a different file under a published version is refused. A device asks for a
 version it lacks with :meth:`EncoderRegistry.blob`, which checks the file against the entry's hash.
+
+A federated run whose model reads text (``ModelSpec.text_dim``) names the encoder its devices embed with
+(run_config ``encoder-version``, checked by :func:`run_encoder_version`); each model version it publishes
+records it (:class:`vane.server.registry.ModelVersion` ``encoder_version``).
 """
 
 from __future__ import annotations
@@ -113,3 +117,37 @@ class EncoderRegistry:
         tmp = self.file.with_name(ENCODERS_FILE + ".tmp")
         tmp.write_text(json.dumps([asdict(v) for v in versions], indent=1), encoding="utf-8")
         os.replace(tmp, self.file)
+
+
+def run_encoder_version(directory: str | Path, version: str, text_dim: int) -> str | None:
+    """The encoder version a run's model versions record: ``version`` checked against ``DIR/encoders.json``.
+
+    A model that reads text (``text_dim`` > 0) needs one (its weights are only valid with that encoder's
+    embeddings); a model without text takes none and records None.
+
+    Raises
+    ------
+    ConfigError
+        When a text model has no ``encoder-version``, a model without text has one, or the version is not
+        published in the encoder registry beside the model registry (the message names the value and the
+        published versions).
+    """
+    registry = EncoderRegistry(directory)
+    published = ", ".join(v.id for v in registry.versions()) or "none"
+    if not text_dim:
+        if version:
+            raise ConfigError(f"run_config encoder-version is {version!r} but the model reads no text (spec "
+                              "text_dim 0); expected it empty (only a model with text_dim needs an encoder)")
+        return None
+    if not version:
+        raise ConfigError(f"run_config encoder-version is empty but the model reads text (spec text_dim {text_dim});"
+                          f" expected a version published in {str(registry.file)!r} (published: {published}; "
+                          f"publish one with vane server export-encoder OUT --registry {str(registry.directory)!r})")
+    entry = registry.lookup(version)
+    if entry is None:
+        raise ConfigError(f"run_config encoder-version is {version!r}; expected a version published in "
+                          f"{str(registry.file)!r} (published: {published})")
+    if entry.dims != text_dim:
+        raise ConfigError(f"run_config encoder-version {version!r} embeds {entry.dims} dims but the model reads "
+                          f"text_dim {text_dim}; expected an encoder of the model's width")
+    return entry.id

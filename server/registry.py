@@ -6,7 +6,13 @@ when it installs them). A version names its checkpoint directory, which holds th
 LiteRT file, the spec and the taxonomy (``vane client install-model --registry DIR`` reads them)::
 
     {"id": "r0003-1a2b3c4d", "round": 3, "spec_hash": "...", "taxonomy_version": "...",
-     "metrics": {...}, "created_at": "2025-01-01T00:00:00+00:00", "path": ".../round-0003"}
+     "metrics": {...}, "created_at": "2025-01-01T00:00:00+00:00", "path": ".../round-0003",
+     "encoder_version": "minilm-l6-v2.int8.1a2b3c4d5e"}
+
+``encoder_version`` is the text encoder (:mod:`vane.server.encoder_registry`, ``DIR/encoders.json``) the
+weights were trained against: a model whose spec reads text (``text_dim``) is only valid with that encoder's
+embeddings, so a device refuses it under another one. None for a model without text (and in a
+``registry.json`` written before the field existed).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class ModelVersion:
     path: str
     #: The on-device blend picked by federated evaluation for this version (None: the client's defaults).
     mix: dict[str, float] | None = None
+    #: The text encoder's version the weights were trained against (None: the model reads no text).
+    encoder_version: str | None = None
 
 
 def _utc_now() -> datetime:
@@ -74,7 +82,7 @@ class ModelRegistry:
 
     def publish(
         self, round_number: int, spec_hash: str, taxonomy_version: str, metrics: dict[str, float], path: str | Path,
-        mix: dict[str, float] | None = None,
+        mix: dict[str, float] | None = None, encoder_version: str | None = None,
     ) -> ModelVersion:
         """Add a version (replacing one of the same id, as a resumed run re-publishes its round)."""
         version = ModelVersion(
@@ -86,6 +94,7 @@ class ModelRegistry:
             created_at=self.clock().isoformat(timespec="seconds"),
             path=str(Path(path).resolve()),
             mix=dict(mix) if mix is not None else None,
+            encoder_version=encoder_version or None,
         )
         versions = [v for v in self.versions() if v.id != version.id] + [version]
         self._write(versions)

@@ -5,7 +5,8 @@ Flower :class:`~flwr.serverapp.Grid`. After each round :meth:`FederationRun.afte
 
 1. picks the on-device blend from the round's federated evaluation (``mix-grid-step``),
 2. records the round log in ``out-dir/metrics.json``,
-3. writes a checkpoint and publishes a model version in the registry.
+3. writes a checkpoint and publishes a model version in the registry (with the text encoder's version when
+   the model reads text: run_config ``encoder-version``, :func:`vane.server.encoder_registry.run_encoder_version`).
 
 Other ways of running rounds (the SecAgg+ legacy workflow, :mod:`vane.server.privacy.secagg`)
 call the same hook.
@@ -28,6 +29,7 @@ from flwr.serverapp.strategy import Strategy
 from vane.server.bundle import ModelBundle, build_bundle, run_taxonomy
 from vane.server.checkpoint import CheckpointStore
 from vane.server.config import ServerSettings
+from vane.server.encoder_registry import run_encoder_version
 from vane.server.registry import ModelRegistry
 from vane.server.strategies import RoundLog, make_strategy
 from vane.server.update_bounds import UpdateBounds
@@ -127,6 +129,9 @@ class FederationRun:
         self.rounds: list[dict[str, Any]] = []
         self.start_round = 0
         self.bundle, state = self._load(spec, taxonomy, model_blob)
+        #: The text encoder the published versions record (run_config encoder-version; None without text).
+        self.encoder_version = run_encoder_version(self.registry.directory, settings.encoder_version,
+                                                   self.bundle.spec.text_dim)
         #: Strategy state of the checkpoint resumed from (empty for a fresh run).
         self.strategy_state = state
         #: The blend picked by the newest federated evaluation (MIX_FIELDS order), sent with later rounds.
@@ -299,7 +304,7 @@ class FederationRun:
                    **log.evaluate_metrics, **self.population_metrics}
         mix = dict(zip(MIX_FIELDS, self.mix, strict=True)) if self.mix is not None else None
         version = self.registry.publish(rnd, self.bundle.spec.hash, self.bundle.taxonomy.version, metrics, path,
-                                        mix=mix)
+                                        mix=mix, encoder_version=self.encoder_version)
         logger.info(
             "round %d done in %.2fs: train %s | evaluate %s | rejected %s | failed %s | published %s",
             rnd, log.seconds, log.train_metrics, log.evaluate_metrics,

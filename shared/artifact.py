@@ -14,7 +14,11 @@ The manifest::
     {"format": "vane.model/1", "version": "r0003-1a2b3c4d", "created": "2026-11-29T17:00:00+00:00",
      "spec": {...ModelSpec fields...}, "spec_hash": "...",
      "taxonomy": {...Taxonomy.to_dict()...}, "taxonomy_version": "...",
-     "tflite_size": 123, "tflite_sha256": "...", "weights_size": 0, "weights_sha256": null}
+     "tflite_size": 123, "tflite_sha256": "...", "weights_size": 0, "weights_sha256": null,
+     "encoder_version": "minilm-l6-v2.int8.1a2b3c4d5e"}
+
+``encoder_version`` (only when set) is the text encoder a model that reads text was trained against; a
+device refuses the model under another encoder (:func:`check_same_encoder`).
 
 Reading checks everything before anything is used: the magic, the manifest's fields, the sizes, both
 SHA-256 digests, the spec's hash and the taxonomy's content hash; any failure raises
@@ -25,7 +29,8 @@ the client's runtime compares to the manifest's (a mismatch is a
 Also here: the names that tie a model to its weights and vocabulary on both sides:
 :func:`model_identity` (the architecture a device must hold to use a round's weights) and
 :func:`round_version` (the version label of a round's global weights, the registry's id), and
-:func:`check_same_taxonomy`, the one refusal of a model built for another vocabulary.
+:func:`check_same_taxonomy`, the one refusal of a model built for another vocabulary, and
+:func:`check_same_encoder`, of a model that reads text embedded by another encoder.
 """
 
 from __future__ import annotations
@@ -129,6 +134,8 @@ class ModelArtifact:
     version: str
     created: str = field(default_factory=_utc_now)
     weights: Weights | None = None
+    #: The text encoder version the weights were trained against (None: not recorded, or no text).
+    encoder_version: str | None = None
 
     def __post_init__(self) -> None:
         if self.spec.num_categories != len(self.taxonomy):
@@ -148,7 +155,7 @@ class ModelArtifact:
             "taxonomy": self.taxonomy.to_dict(), "taxonomy_version": self.taxonomy.version,
             "tflite_size": len(self.blob), "tflite_sha256": _sha(self.blob),
             "weights_size": len(wbytes), "weights_sha256": _sha(wbytes) if wbytes else None,
-        }
+        } | ({"encoder_version": self.encoder_version} if self.encoder_version is not None else {})
 
     def to_bytes(self) -> bytes:
         """The artifact file's bytes."""
@@ -206,6 +213,9 @@ class ModelArtifact:
             version, created = str(manifest["version"]), str(manifest["created"])
             spec = ModelSpec.from_dict(manifest["spec"])
             taxonomy = Taxonomy.from_dict(manifest["taxonomy"])
+            encoder = manifest.get("encoder_version")
+            if encoder is not None and not isinstance(encoder, str):
+                raise TypeError(f"encoder_version is {encoder!r}; expected a version string or null")
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, (SpecError, TaxonomyError)):
                 raise ModelError(f"{source}: manifest {type(exc).__name__}: {exc}") from None
@@ -226,6 +236,29 @@ class ModelArtifact:
             except WeightsError as exc:
                 raise ModelError(f"{source}: weights: {exc}") from None
         try:
-            return cls(blob, spec, taxonomy, version, created, weights)
+            return cls(blob, spec, taxonomy, version, created, weights, encoder)
         except (SpecError, ModelError) as exc:
             raise ModelError(f"{source}: {exc}") from None
+
+
+def check_same_encoder(model_version: str, model_encoder: str | None, text_dim: int, device_encoder: str | None,
+                       install_hint: str = "vane client install-encoder --store STORE --registry DIR --version",
+                       ) -> None:
+    """Refuse a model that reads text (``text_dim`` > 0) unless the device embeds with the encoder it was trained
+    against (``model_encoder``): other embeddings would give silently wrong answers. A model without text passes.
+
+    Raises
+    ------
+    ModelError
+        Naming the model's and the device's encoder versions and the command that installs the right one.
+    """
+    if not text_dim:
+        return
+    if model_encoder is None:
+        raise ModelError(f"model {model_version} reads text (text_dim {text_dim}) but records no encoder version, so "
+                         "the embeddings it was trained on are unknown; install it from its run's model registry "
+                         "(vane client install-model --registry DIR), whose versions record it")
+    if device_encoder != model_encoder:
+        has = f"has encoder {device_encoder}" if device_encoder else "has no encoder"
+        raise ModelError(f"model {model_version} was trained against encoder {model_encoder} but this device {has}; "
+                         f"install that encoder first: {install_hint} {model_encoder}")
