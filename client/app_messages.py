@@ -31,7 +31,13 @@ from vane.client.persistence import TrackerSlots
 from vane.client.runtime import LiteModel
 from vane.client.tracker import InterestTracker, Mix
 from vane.shared import protocol as p
-from vane.shared.artifact import check_same_taxonomy, coverage_problem, model_identity, round_version
+from vane.shared.artifact import (
+    check_same_encoder,
+    check_same_taxonomy,
+    coverage_problem,
+    model_identity,
+    round_version,
+)
 from vane.shared.blend import mix_grid
 from vane.shared.errors import ConfigError, MessageError, SpecMismatchError, TaxonomyError, VaneError
 from vane.shared.spec import ModelSpec
@@ -169,6 +175,9 @@ class ModelPlan:
         spec_hash = config.get(p.SPEC_HASH_KEY, spec.hash)
         if spec_hash != spec.hash:
             raise SpecMismatchError(f"server weights are for spec {spec_hash!r}; this device runs {spec.hash}")
+        encoder = config.get(p.ENCODER_VERSION_KEY)
+        check_same_encoder(version or str(tracker.model_version), encoder if isinstance(encoder, str) else None,
+                           spec.text_dim, getattr(tracker.store, "encoder_version", None))
         return cls(install, _mix(config), global_weights(message.weights, spec))
 
     def apply(self, tracker: InterestTracker, label: str | None = None) -> None:

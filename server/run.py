@@ -228,6 +228,8 @@ class FederationRun:
         self.live_configs = [train, evaluate]
         for key, value in self.extra_train_config.items():
             train[key] = value
+        if self.encoder_version is not None:  # a text model: each device checks it embeds with this encoder
+            train[p.ENCODER_VERSION_KEY] = evaluate[p.ENCODER_VERSION_KEY] = self.encoder_version
         train[p.LEARNING_RATE_KEY] = round_learning_rate(self.settings, self.bundle.spec.learning_rate,
                                                          self.start_round + 1)
         self._send_mix()

@@ -59,6 +59,8 @@ MODEL_BLOB_KEY = "model-blob"
 SPEC_HASH_KEY = "spec-hash"
 #: The taxonomy as JSON (``Taxonomy.to_dict``).
 TAXONOMY_KEY = "taxonomy"
+#: The text encoder version a model that reads text is trained against (a device with another refuses the round).
+ENCODER_VERSION_KEY = "encoder-version"
 #: The blend the server picked: five weights in ``vane.shared.blend.MIX_FIELDS`` order.
 MIX_KEY = "mix"
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from model_cache import cached_models
@@ -29,6 +30,7 @@ from vane.shared import Event, Taxonomy
 from vane.shared.artifact import ModelArtifact, check_same_encoder
 from vane.shared.encoder_artifact import EncoderArtifact
 from vane.shared.errors import ConfigError, ModelError
+from vane.shared.protocol import ENCODER_VERSION_KEY
 
 NAMES = ["sports", "news", "food", "travel", "music", "films", "games"]
 T0 = datetime(2024, 3, 1, 8, tzinfo=UTC)
@@ -50,7 +52,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def publish_round(out: Path, registry: Path, rnd: int, encoder: str, blob: bytes) -> None:
+def publish_round(out: Path, registry: Path, rnd: int, encoder: str, blob: bytes) -> Any:
     """Round ``rnd`` of a text run taking ``encoder-version`` ``encoder``, through the run's own after_round."""
     from flwr.app import Array, ArrayRecord
     from vane.server.run import FederationRun
@@ -63,6 +65,7 @@ def publish_round(out: Path, registry: Path, rnd: int, encoder: str, blob: bytes
     run.start_round = rnd - 1
     run.strategy.rounds[rnd] = RoundLog(rnd, started=time.perf_counter(), aggregated_nodes=[1])
     run.after_round(1, ArrayRecord({p.WEIGHTS_KEY: Array(run.bundle.weights.flat)}))
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,9 @@ def test_a_text_run_records_its_encoder_and_a_device_installs_only_with_that_enc
         FederationRun(ServerSettings(out_dir=str(tmp_path / "none"), registry_dir=str(registry)), spec=TEXT_SPEC,
                       taxonomy=Taxonomy(NAMES), model_blob=text_blob)
     assert not (registry / "registry.json").exists()
-    publish_round(tmp_path / "run-a", registry, 1, mine.id, text_blob)
+    run = publish_round(tmp_path / "run-a", registry, 1, mine.id, text_blob)
+    train, evaluate = run.track_configs({}, {})  # every round tells the devices which encoder
+    assert train[ENCODER_VERSION_KEY] == evaluate[ENCODER_VERSION_KEY] == mine.id
     publish_round(tmp_path / "run-b", registry, 2, theirs.id, text_blob)
     first, second = ModelRegistry(registry).versions()
     assert (first.encoder_version, second.encoder_version) == (mine.id, theirs.id)
@@ -168,7 +173,8 @@ def test_an_old_registry_json_without_the_field_still_loads(tmp_path: Path, text
     publish_round(tmp_path / "run", registry, 1, version, text_blob)
     plain = FederationRun(ServerSettings(out_dir=str(tmp_path / "plain")), spec=SMALL_SPEC,
                           taxonomy=Taxonomy(NAMES), model_blob=small_training_blob)
-    assert plain.encoder_version is None  # a run without text records none
+    assert plain.encoder_version is None  # a run without text records none, and sends none
+    assert ENCODER_VERSION_KEY not in plain.track_configs({}, {})[0]
     entries = json.loads((registry / "registry.json").read_text())
     for entry in entries:
         del entry["encoder_version"]  # as written before the field existed
