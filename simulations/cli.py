@@ -187,8 +187,10 @@ def evaluate_command(
     taxonomy_size: int = typer.Option(256, min=2, help="Largest taxonomy, 'other' included."),
     new_users: bool = typer.Option(True, "--new-users/--no-new-users",
                                    help="Also evaluate the baselines and LightGBM on users held out of training."),
-    ranker_rounds: int = typer.Option(3, min=1, help="Federated rounds of federated-ranker (HR@1 levels off "
-                                      "by round 2-3 on Taobao and MovieLens)."),
+    ranker_rounds: int = typer.Option(80, min=1, help="Federated rounds of federated-ranker."),
+    ranker_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Fraction of devices federated-ranker "
+                                          "samples per round (the statistics round asks every device)."),
+    ranker_local_epochs: int = typer.Option(2, min=1, help="Local epochs of each sampled device per round."),
     ranker_secure: bool = typer.Option(False, "--ranker-secure/--ranker-clear",
                                        help="federated-ranker (statistics and training) under SecAgg+."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
@@ -207,7 +209,7 @@ def evaluate_command(
         dataset=dataset.strip().lower(), data=data, seed=seed, max_users=max_users, rounds=rounds, methods=chosen,
         epochs=epochs, local_epochs=local_epochs, fed_local_epochs=fed_epochs, fraction=fraction,
         taxonomy_size=taxonomy_size, new_users=new_users, ranker_rounds=ranker_rounds,
-        ranker_secure=ranker_secure,
+        ranker_fraction=ranker_fraction, ranker_local_epochs=ranker_local_epochs, ranker_secure=ranker_secure,
     )
     with MethodProgress(chosen) as phases:
         results = run_evaluation(config, out, progress=phases.say)

@@ -37,7 +37,8 @@ def run_demo(out_dir: str | Path | None = None, users: int = 40, rounds: int = 5
     console.print(f"{users} simulated devices, {rounds} Flower rounds, report in {out}/")
     started = time.perf_counter()
     config = EvaluationConfig(dataset="synthetic", seed=seed, max_users=users, rounds=rounds, methods=DEMO_METHODS,
-                              taxonomy_size=64, fed_local_epochs=5, ranker_rounds=rounds, new_users=False)
+                              taxonomy_size=64, fed_local_epochs=5, ranker_rounds=rounds,
+                              ranker_fraction=1.0, ranker_local_epochs=15, new_users=False)
     with MethodProgress(DEMO_METHODS) as phases:
         results = run_evaluation(config, out, progress=phases.say)
     methods: dict[str, Any] = results["methods"]

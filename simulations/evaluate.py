@@ -131,9 +131,8 @@ class EvaluationConfig:
     mix_grid_step : float, default 0.1
         Resolution of the candidate blends the federated devices score (``mix-grid-step``; 0.1 is the
         central tuning's grid, 1,001 candidates).
-    ranker_rounds : int, default 3
-        Federated rounds of ``federated-ranker`` (after its federated-analytics round); ``ranker_secure``
-        runs them and the statistics round under SecAgg+.
+    ranker_rounds, ranker_fraction, ranker_local_epochs : default 80, 0.1, 2
+        ``federated-ranker``'s rounds, devices sampled per round, local epochs; ``ranker_secure``: SecAgg+.
     new_users : bool, default True
         Also run the new-user evaluation (users held out of training, their first 20 events) for the
         baselines and the LightGBM reference among ``methods``.
@@ -159,7 +158,9 @@ class EvaluationConfig:
     mix_grid_step: float = 0.1
     num_cpus: int | None = None
     new_users: bool = True
-    ranker_rounds: int = 3
+    ranker_rounds: int = 80
+    ranker_fraction: float = 0.1
+    ranker_local_epochs: int = 2
     ranker_secure: bool = False
 
     def __post_init__(self) -> None:
@@ -168,6 +169,8 @@ class EvaluationConfig:
             raise ConfigError(f"unknown method {unknown[0]!r}; expected some of {', '.join(METHODS)}")
         if self.dataset not in ("taobao", "movielens", "synthetic"):
             raise ConfigError(f"dataset is {self.dataset!r}; expected taobao, movielens or synthetic")
+        if not 0.0 < self.ranker_fraction <= 1.0:
+            raise ConfigError(f"ranker_fraction is {self.ranker_fraction!r}; expected a fraction in (0, 1]")
         if self.rounds < 1 or self.epochs < 1 or self.local_epochs < 1 or self.fed_local_epochs < 1:
             raise ConfigError("rounds, epochs, local_epochs and fed_local_epochs must all be >= 1")
         if self.max_users is not None and self.max_users < 2:

@@ -183,6 +183,8 @@ def test_short_cli_evaluation_of_the_federated_and_central_ranker(tmp_path, caps
     fed, central = saved["methods"]["federated-ranker"], saved["methods"]["central-ranker"]
     for metrics in (fed, central):
         assert 0.0 < metrics["hr@1"] <= metrics["hr@5"] <= 1.0 and 0.5 < metrics["roc_auc"] <= 1.0
+    # every device joins the statistics round; training samples a tenth of them (at least 2) per round
     assert fed["rounds"] == 2 and fed["statistics_devices"] == fed["devices"] == 20
+    assert fed["fraction"] == 0.1 and fed["devices_per_round"] == 2
     assert set(saved["slices"]["methods"]) == set(chosen.split(","))
     assert "| federated-ranker |" in (tmp_path / "report.md").read_text()
