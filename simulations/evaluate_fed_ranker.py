@@ -125,8 +125,10 @@ def score_model(model: LiteModel, stats: PopulationStats, split: Split, taxonomy
         intensity_rows.append(row)
 
     sequences = evaluation_sequences(split)
-    # The strict variant asks the same model at the time of the event before (not what it was trained for).
-    traces = score_sequences({"query-time": scorer, "strict": LiteScorer(model)}, stats, sequences, keep)
+    # The strict variant asks the same model, trained on query times, at the time of the event before plus
+    # the person's median gap (asked at the event before's own time it reads "no time has passed").
+    traces = score_sequences({"query-time": scorer, "strict": LiteScorer(model)}, stats, sequences, keep,
+                             strict_gap=True)
     trace = traces["query-time"]
     strict = ranking_metrics(np.asarray(traces["strict"].ranks))
     truth = intensity_truth(sequences, taxonomy, horizon)

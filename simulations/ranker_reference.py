@@ -179,18 +179,26 @@ def full_rank(names: Sequence[str], scores: np.ndarray, targets: Sequence[str], 
     return best
 
 
+#: Gaps between the person's events whose median a ``strict_gap`` query adds to the last event's time.
+STRICT_GAPS = 32
+
+
 def score_sequences(boosters: Mapping[str, lightgbm.Booster], stats: PopulationStats,
                     sequences: Sequence[tuple[Sequence[Event], Sequence[Event]]],
-                    on_probabilities: Callable[[str, dict[str, float]], None] | None = None
-                    ) -> dict[str, EventTrace]:
+                    on_probabilities: Callable[[str, dict[str, float]], None] | None = None,
+                    strict_gap: bool = False) -> dict[str, EventTrace]:
     """Online: per user, observe the events before, then rank each scored event and observe it.
 
     Returns each variant's :class:`EventTrace` (ranks; explore ranks on events new to the person).
-    ``on_probabilities(variant, probs)`` receives each event's softmax over the candidates.
+    ``on_probabilities(variant, probs)`` receives each event's softmax over the candidates. The
+    ``strict`` variant knows only the events before: it is asked at the last one's time, or with
+    ``strict_gap`` (for a model trained on query times) that time plus the median of the person's last
+    :data:`STRICT_GAPS` gaps between events.
     """
     traces = {variant: EventTrace() for variant in boosters}
     for before, scored in sequences:
         state = CandidateState()
+        times = [ev.unix_time for ev in before[-STRICT_GAPS - 1:]]
         for ev in before:
             state.observe(ev)
         for event in scored:
@@ -198,6 +206,8 @@ def score_sequences(boosters: Mapping[str, lightgbm.Booster], stats: PopulationS
             targets = [c for c in event.categories if c != OTHER]
             new = bool(targets) and not any(c in state.index for c in targets)
             strict_time = state.last_event_time if state.events else event.unix_time
+            if strict_gap and len(times) > 1:
+                strict_time += float(np.median(np.diff(times[-STRICT_GAPS - 1:])))
             for variant, booster in boosters.items():
                 when = strict_time if variant == "strict" else event.unix_time
                 scores = np.asarray(booster.predict(query.features(when), num_threads=1) if len(query) else [],
@@ -213,6 +223,7 @@ def score_sequences(boosters: Mapping[str, lightgbm.Booster], stats: PopulationS
                     z = np.exp(scores - scores.max()) if len(scores) else scores
                     on_probabilities(variant, dict(zip(query.names, (z / z.sum()).tolist(), strict=True)))
             state.observe(event)
+            times.append(event.unix_time)
     return traces
 
 

@@ -145,3 +145,32 @@ def test_bucket_ratios_compare_with_the_best_baseline_of_each_bucket():
     assert result["1-5"]["best_baseline"] == "b1" and result["6-20"]["best_baseline"] == "b2"
     assert result["1-5"]["hr@1"]["m"]["ratio"] == 1.0 == result["6-20"]["hr@1"]["m"]["ratio"]
     assert "21-50" not in result
+
+
+def test_a_strict_gap_query_is_asked_a_median_gap_after_the_last_event_and_knows_nothing_later():
+    from vane.shared.candidates import COLUMN
+    from vane.simulations.ranker_reference import score_sequences
+
+    asked: dict[str, list[float]] = {"strict": [], "query-time": []}
+
+    class Recorder:
+        """Scores nothing; notes the 'seconds since the last event' each variant was asked with."""
+
+        def __init__(self, variant: str) -> None:
+            self.variant = variant
+
+        def predict(self, features: np.ndarray, num_threads: int = 1) -> np.ndarray:
+            asked[self.variant].append(float(np.expm1(features[0, COLUMN["log_seconds_since_last_event"]])))
+            return np.zeros(len(features))
+
+    # gaps of 10, 10, 30, 10 s before the scored events; the scored ones arrive 500 s and 7 s later
+    times = [0.0, 10.0, 20.0, 50.0, 60.0, 560.0, 567.0]
+    events = [_event(f"c{i % 2}", t, f"i{i}") for i, t in enumerate(times)]
+    stats = PopulationStats.from_counts({"c0": 3.0, "c1": 3.0}, {})
+    for strict_gap, first_gap in ((True, 10.0), (False, 0.0)):
+        for values in asked.values():
+            values.clear()
+        score_sequences({v: Recorder(v) for v in asked}, stats, [(events[:5], events[5:])], strict_gap=strict_gap)
+        assert asked["query-time"] == pytest.approx([500.0, 7.0], rel=1e-4)
+        # median of 10, 10, 30, 10 = 10; then of 10, 10, 30, 10, 500 = 10 (the 500 s gap is now past)
+        assert asked["strict"] == pytest.approx([first_gap, first_gap], rel=1e-4, abs=1e-6)
