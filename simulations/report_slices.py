@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from vane.simulations.baselines import BASELINES
 from vane.simulations.evaluate_slices import BUCKETS, EVENT_TYPES, EXPLORE_K
 
 
@@ -63,7 +64,9 @@ def bucket_ratio_table(section: Mapping[str, Any]) -> list[str]:
     per = section.get("bucket_ratios") or {}
     if not per:
         return []
-    names = [n for n in next(iter(per.values()))["hr@1"] if n.startswith("lightgbm")]
+    names = [n for n in next(iter(per.values()))["hr@1"] if n not in BASELINES]
+    if not names:
+        return []
     lines = ["HR@1 ratio to the best baseline *within* each bucket of prior events (95% user bootstrap):", "",
              "| bucket | best baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for label, row in per.items():

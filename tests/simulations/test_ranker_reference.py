@@ -174,3 +174,21 @@ def test_a_strict_gap_query_is_asked_a_median_gap_after_the_last_event_and_knows
         assert asked["query-time"] == pytest.approx([500.0, 7.0], rel=1e-4)
         # median of 10, 10, 30, 10 = 10; then of 10, 10, 30, 10, 500 = 10 (the 500 s gap is now past)
         assert asked["strict"] == pytest.approx([first_gap, first_gap], rel=1e-4, abs=1e-6)
+
+
+def test_the_within_bucket_table_lists_every_method_that_is_not_a_baseline():
+    from vane.simulations.report_slices import bucket_ratio_table
+
+    before = [_event("a", 0)]
+    scored = [_event("a", t) for t in range(1, 9)]
+    info = EventInfo.of([(before, scored)])
+    traces = {"repeat-last": EventTrace([1.0, 2.0] * 4), "markov": EventTrace([2.0] * 8),
+              "federated-ranker": EventTrace([1.0] * 8), "lightgbm-strict": EventTrace([1.0] * 4 + [2.0] * 4)}
+    section = {"bucket_ratios": bucket_ratios(traces, info, ["repeat-last", "markov"])}
+
+    lines = bucket_ratio_table(section)
+
+    assert lines[2] == "| bucket | best baseline | federated-ranker | lightgbm-strict |"
+    assert lines[4].startswith("| 1-5 | repeat-last | ×1.667") and lines[5].startswith("| 6-20 | repeat-last | ×3.000")
+    only_baselines = {"bucket_ratios": bucket_ratios({"repeat-last": traces["repeat-last"]}, info, ["repeat-last"])}
+    assert bucket_ratio_table(only_baselines) == []
