@@ -187,7 +187,7 @@ def evaluate_command(
     taxonomy_size: int = typer.Option(256, min=2, help="Largest taxonomy, 'other' included."),
     new_users: bool = typer.Option(True, "--new-users/--no-new-users",
                                    help="Also evaluate the baselines and LightGBM on users held out of training."),
-    ranker_rounds: int = typer.Option(80, min=1, help="Federated rounds of federated-ranker."),
+    ranker_rounds: int = typer.Option(120, min=1, help="Federated rounds of federated-ranker."),
     ranker_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Fraction of devices federated-ranker "
                                           "samples per round (the statistics round asks every device)."),
     ranker_local_epochs: int = typer.Option(2, min=1, help="Local epochs of each sampled device per round."),

@@ -131,7 +131,7 @@ class EvaluationConfig:
     mix_grid_step : float, default 0.1
         Resolution of the candidate blends the federated devices score (``mix-grid-step``; 0.1 is the
         central tuning's grid, 1,001 candidates).
-    ranker_rounds, ranker_fraction, ranker_local_epochs : default 80, 0.1, 2
+    ranker_rounds, ranker_fraction, ranker_local_epochs : default 120, 0.1, 2
         ``federated-ranker``'s rounds, devices sampled per round, local epochs; ``ranker_secure``: SecAgg+.
     new_users : bool, default True
         Also run the new-user evaluation (users held out of training, their first 20 events) for the
@@ -158,7 +158,7 @@ class EvaluationConfig:
     mix_grid_step: float = 0.1
     num_cpus: int | None = None
     new_users: bool = True
-    ranker_rounds: int = 80
+    ranker_rounds: int = 120
     ranker_fraction: float = 0.1
     ranker_local_epochs: int = 2
     ranker_secure: bool = False

@@ -52,11 +52,11 @@ class FedRankerConfig:
     units : int, default 64
         The ranker's first hidden layer (the second has half).
     rounds, fraction, local_epochs, learning_rate : federated training (Adam on the device, FedAvg on the
-        server): 80 rounds of a sampled tenth of the devices, 2 local epochs each. Every device in every
+        server): 120 rounds of a sampled tenth of the devices, 2 local epochs each. Every device in every
         round with 15 local epochs levelled off by round 1-3 (Taobao HR@1 0.410-0.413, against the pooled
         network's 0.420): the average of many devices' long local runs is a client-drift fixed point. Small
         cohorts with short local runs take many more, smaller global steps for the same device work
-        (simulated first: HR@1 0.412 at round 10, 0.419 at round 70).
+        (Taobao HR@1 0.4165 after 80 rounds, 0.4181 after 120; MovieLens 0.549 and 0.548).
     learning_rate_decay : float, default 1.0
         The device's rate in round ``r`` is ``learning_rate * learning_rate_decay ** (r - 1)``.
     strategy : str, default "fedavg"
@@ -68,7 +68,7 @@ class FedRankerConfig:
     """
 
     units: int = 64
-    rounds: int = 80
+    rounds: int = 120
     fraction: float = 0.1
     local_epochs: int = 2
     learning_rate: float = 0.005
