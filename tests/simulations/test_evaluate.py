@@ -17,7 +17,7 @@ from vane.simulations.split import temporal_split
 
 pytestmark = pytest.mark.timeout(1200)
 
-FAST = {"epochs": 1, "local_epochs": 1, "fed_local_epochs": 1, "rounds": 2, "num_cpus": 2}
+FAST = {"epochs": 1, "local_epochs": 1, "fed_local_epochs": 1, "rounds": 2, "ranker_rounds": 2, "num_cpus": 2}
 
 
 def _event(item: str, cat: str, t: int) -> Event:
