@@ -20,6 +20,7 @@ with their :data:`~vane.shared.candidates.FIELDS`, trained centrally on every tr
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -198,7 +199,7 @@ def score_sequences(boosters: Mapping[str, lightgbm.Booster], stats: PopulationS
     traces = {variant: EventTrace() for variant in boosters}
     for before, scored in sequences:
         state = CandidateState()
-        times = [ev.unix_time for ev in before[-STRICT_GAPS - 1:]]
+        times = deque((ev.unix_time for ev in before), maxlen=STRICT_GAPS + 1)
         for ev in before:
             state.observe(ev)
         for event in scored:
@@ -207,7 +208,7 @@ def score_sequences(boosters: Mapping[str, lightgbm.Booster], stats: PopulationS
             new = bool(targets) and not any(c in state.index for c in targets)
             strict_time = state.last_event_time if state.events else event.unix_time
             if strict_gap and len(times) > 1:
-                strict_time += float(np.median(np.diff(times[-STRICT_GAPS - 1:])))
+                strict_time += float(np.median(np.diff(times)))
             for variant, booster in boosters.items():
                 when = strict_time if variant == "strict" else event.unix_time
                 scores = np.asarray(booster.predict(query.features(when), num_threads=1) if len(query) else [],
